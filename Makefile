@@ -1,0 +1,32 @@
+# Two commands do all set-up: `make demo` and `make test` (each creates .venv on first use).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv data clean-venv
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+	$(PY) -m pip install -q -r requirements.txt
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Generate the embedded synthetic dataset (also happens automatically on first use).
+data: $(STAMP)
+	$(PY) tools/make_echo_synth.py --root datasets/echo_synth
+
+# Train + evaluate the default config on the embedded data (CPU), then print the results table.
+demo: $(STAMP)
+	$(PY) main.py --config_file configs/cardiac/unet_tiny.py --trainer_mode train_attmpt \
+		--output_dir output/demo --start_over
+	$(PY) main.py --trainer_mode eval --eval_path output/demo/checkpoints/model_final.pth
+	$(PY) tools/results_table.py output/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Small shared machinery: registry, config, catalogs, distributed comm, checkpointing, logging, events."""

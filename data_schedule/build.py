@@ -1,0 +1,79 @@
+"""Data loaders from config: catalog names -> metas -> mapper -> collated batches."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from core import comm
+from core.catalog import DatasetCatalog, MetadataCatalog
+from core.registry import MAPPERS, build
+from data_schedule.samplers import InferenceSampler, TrainingSampler
+
+_STACK_KEYS = ("video", "masks", "has_ann", "frame_idx")
+
+
+def collate(samples: list[dict]) -> dict[str, Any]:
+    """Stack the tensor fields (``video`` B×T×3×H×W, ``masks`` B×K×T×H×W, ``has_ann``/``frame_idx`` B×T);
+    other fields (``meta``, ``gt_full`` of varying sizes, ...) become lists."""
+    out: dict[str, Any] = {}
+    for key in samples[0]:
+        vals = [s[key] for s in samples]
+        out[key] = torch.stack(vals) if key in _STACK_KEYS else vals
+    return out
+
+
+class MappedDataset(Dataset):
+    """metas + mapper. Items are dataset indices (eval) or ``(stream_position, index)`` pairs (train), the
+    position seeding the mapper's randomness together with ``seed``."""
+
+    def __init__(self, metas: list[dict], mapper, seed: int = 0):
+        self.metas, self.mapper, self.seed = metas, mapper, seed
+
+    def __len__(self) -> int:
+        return len(self.metas)
+
+    def __getitem__(self, item):
+        if isinstance(item, tuple):
+            pos, idx = item
+            return self.mapper(self.metas[idx], seed=(self.seed * 1_000_003 + pos) % 2**63)
+        return self.mapper(self.metas[item])
+
+
+def get_metas(names: list[str]) -> list[dict]:
+    """Concatenate the sample metas of several catalog names (sample ids renumbered across them)."""
+    metas = []
+    for n in names:
+        for m in DatasetCatalog.get(n):
+            metas.append({**m, "sample_id": len(metas), "dataset": n})
+    return metas
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)
+
+
+def build_train_loader(names: list[str], mapper_cfg: dict, batch_size: int, num_workers: int, seed: int,
+                       start: int = 0) -> DataLoader:
+    """Endless loader of per-rank batches. ``batch_size`` is the total over ranks; ``start`` = items already
+    consumed by this rank (resume)."""
+    world = comm.get_world_size()
+    if batch_size % world:
+        raise ValueError(f"train.batch_size={batch_size} must be divisible by the world size {world}")
+    metas = get_metas(names)
+    mapper = build(MAPPERS, mapper_cfg, num_classes=len(MetadataCatalog.get(names[0]).classes))
+    sampler = TrainingSampler(len(metas), seed, comm.get_rank(), world, start=start)
+    return DataLoader(MappedDataset(metas, mapper, seed), batch_size=batch_size // world, sampler=sampler,
+                      num_workers=num_workers, collate_fn=collate, worker_init_fn=_worker_init,
+                      persistent_workers=False, prefetch_factor=4 if num_workers else None,
+                      generator=torch.Generator().manual_seed(seed))  # keeps the global RNG untouched
+
+
+def build_test_loader(name: str, mapper_cfg: dict, batch_size: int, num_workers: int) -> DataLoader:
+    metas = DatasetCatalog.get(name)
+    mapper = build(MAPPERS, mapper_cfg, num_classes=len(MetadataCatalog.get(name).classes))
+    sampler = InferenceSampler(len(metas), comm.get_rank(), comm.get_world_size())
+    return DataLoader(MappedDataset(metas, mapper), batch_size=batch_size, sampler=sampler,
+                      num_workers=num_workers, collate_fn=collate, worker_init_fn=_worker_init,
+                      generator=torch.Generator().manual_seed(0))  # keeps the global RNG untouched

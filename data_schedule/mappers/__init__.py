@@ -1,0 +1,1 @@
+from .clip_mapper import ClipEvalMapper, ClipTrainMapper  # noqa: F401

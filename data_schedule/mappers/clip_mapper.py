@@ -1,0 +1,106 @@
+"""Mappers: a sample meta (from a register) -> a sample dict of tensors.
+
+Output of both mappers (T = clip length, K = foreground classes, H×W = ``size``):
+    video     float32 T×3×H×W in [0, 1] (grey repeated to 3 channels)
+    masks     bool    K×T×H×W (class k = label value k + 1), all False on frames without annotation
+    has_ann   bool    T, which clip frames carry labels
+    frame_idx long    T, frame numbers in the video
+    meta      dict    video_id, site, frame_idx (reference frame), clip_t (its position in the clip),
+                      num_frames, sample_id
+The eval mapper adds ``gt_full`` (int64 H0×W0): the scored frame's labels at native (fan-cropped) resolution,
+so metrics are computed at the data's own resolution, not the model's.
+Augmentation parameters are drawn once per clip and applied to every frame (torchvision.transforms.v2 treats a
+``tv_tensors.Video`` as one image), from a generator seeded by the sample's stream position (deterministic,
+worker-count independent).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from core.registry import MAPPERS, SAMPLERS, build
+
+
+def _read_clip(meta: dict, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(T×1×H×W uint8 frames, T×H×W int64 labels, T bool has_ann) at native cropped resolution."""
+    cache = meta["cache"]
+    frames = torch.from_numpy(np.ascontiguousarray(cache.image()[indices]))[:, None]
+    labels_by_frame = cache.labels() if meta.get("labeled", True) else {}
+    labels = torch.zeros(frames.shape[0], *frames.shape[2:], dtype=torch.int64)
+    has_ann = torch.zeros(len(indices), dtype=torch.bool)
+    for t, f in enumerate(indices):
+        if f in labels_by_frame:
+            labels[t] = torch.from_numpy(np.asarray(labels_by_frame[f], dtype=np.int64))
+            has_ann[t] = True
+    return frames, labels, has_ann
+
+
+def _to_sample(frames: torch.Tensor, labels: torch.Tensor, has_ann: torch.Tensor, indices: list[int],
+               num_classes: int, meta: dict, clip_t: int) -> dict:
+    video = frames.float().div_(255.0).expand(-1, 3, -1, -1).contiguous()
+    classes = torch.arange(1, num_classes + 1).view(-1, 1, 1, 1)
+    return dict(
+        video=video,
+        masks=labels.unsqueeze(0) == classes,
+        has_ann=has_ann,
+        frame_idx=torch.tensor(indices, dtype=torch.long),
+        meta=dict(video_id=meta["video_id"], site=meta["site"], frame_idx=meta["frame_idx"], clip_t=clip_t,
+                  num_frames=meta["num_frames"], sample_id=meta["sample_id"]),
+    )
+
+
+class _ClipMapper:
+    def __init__(self, clip_len: int, size: list[int], num_classes: int = 4, frame_sampler: dict | None = None):
+        if clip_len < 1:
+            raise ValueError(f"mapper clip_len must be >= 1, got {clip_len}")
+        self.clip_len, self.size, self.num_classes = clip_len, tuple(size), num_classes
+        self.frame_sampler = build(SAMPLERS, frame_sampler or {"name": "centered"})
+
+
+@MAPPERS.register()
+class ClipTrainMapper(_ClipMapper):
+    """Train clips with clip-consistent augmentation: random resized crop, small rotation/shift,
+    brightness/contrast jitter (set any to 0/None to disable)."""
+
+    def __init__(self, clip_len: int = 7, size: list[int] = (128, 128), num_classes: int = 4,
+                 frame_sampler: dict | None = None, crop_scale: list[float] = (0.7, 1.0), rotate_deg: float = 10.0,
+                 translate: float = 0.05, brightness: float = 0.2, contrast: float = 0.2):
+        super().__init__(clip_len, size, num_classes, frame_sampler)
+        ops: list = [v2.RandomResizedCrop(self.size, scale=tuple(crop_scale), ratio=(0.75, 1.333), antialias=True)]
+        if rotate_deg or translate:
+            ops.append(v2.RandomAffine(degrees=rotate_deg, translate=(translate, translate)))
+        if brightness or contrast:
+            ops.append(v2.ColorJitter(brightness=brightness, contrast=contrast))
+        self.augment = v2.Compose(ops)
+
+    def __call__(self, meta: dict, seed: int) -> dict:
+        rng = np.random.default_rng(seed)
+        indices, t = self.frame_sampler(meta["frame_idx"], meta["num_frames"], self.clip_len, rng)
+        frames, labels, has_ann = _read_clip(meta, indices)
+        with torch.random.fork_rng(devices=[]):  # torchvision v2 draws from the global RNG
+            torch.manual_seed(seed)
+            frames, labels = self.augment(tv_tensors.Video(frames), tv_tensors.Mask(labels))
+        return _to_sample(frames.as_subclass(torch.Tensor), labels.as_subclass(torch.Tensor), has_ann, indices,
+                          self.num_classes, meta, t)
+
+
+@MAPPERS.register()
+class ClipEvalMapper(_ClipMapper):
+    """Deterministic clips resized to ``size``; adds ``gt_full`` for the scored (reference) frame."""
+
+    def __init__(self, clip_len: int = 11, size: list[int] = (128, 128), num_classes: int = 4,
+                 frame_sampler: dict | None = None):
+        super().__init__(clip_len, size, num_classes, frame_sampler)
+
+    def __call__(self, meta: dict, seed: int | None = None) -> dict:
+        indices, t = self.frame_sampler(meta["frame_idx"], meta["num_frames"], self.clip_len, None)
+        frames, labels, has_ann = _read_clip(meta, indices)
+        gt_full = labels[t].clone()
+        frames = v2.functional.resize(frames, list(self.size), antialias=True)
+        labels = v2.functional.resize(labels[:, None], list(self.size),
+                                      interpolation=v2.InterpolationMode.NEAREST)[:, 0]
+        sample = _to_sample(frames, labels, has_ann, indices, self.num_classes, meta, t)
+        sample["gt_full"] = gt_full
+        return sample

@@ -1,0 +1,1 @@
+from . import cardiac_udc  # noqa: F401  (registers cardiac_udc_* and echo_synth_* names, lazily)

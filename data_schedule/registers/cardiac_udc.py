@@ -1,0 +1,154 @@
+"""CardiacUDC register (real data under ``$DATASET_PATH/cardiacUDC_dataset``) and the embedded synthetic copy
+(``echo_synth_*``, same on-disk layout, generated on first use). One code path serves both.
+
+Layout (REFERENCE 1.1): ``<root>/Site_*/<video>_image.nii.gz`` with an optional ``<video>_label.nii.gz``
+(no label file = unlabelled video); an annotated frame is one whose label frame is non-zero.
+
+Samples (seed project protocol) — one meta dict per sample:
+- train: one per annotated frame of each training video (the mapper samples a 7-frame clip around it);
+- test/val: one per annotated frame; the mapper reads an 11-frame clip whose 6th frame (``clip_t`` 5) is the
+  annotated one and only that frame is scored;
+- unlabeled: one per frame of every video (labelled or not), for semi-supervised methods.
+At video ends the clip indices are clamped to the video (the first/last frame repeats), so the annotated frame
+always stays at the clip's centre; see ``data_schedule/samplers/frame_samplers.py``.
+
+Splits: ``random`` = seeded (seed 2024) 80/20 split over labelled videos of all sites; ``site`` = train
+Site_G_100 + Site_R_126, val Site_G_20 + Site_R_52, test Site_G_29.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from core.catalog import DatasetCatalog, MetadataCatalog
+from data_schedule.sources.nifti import DataError, load_video
+
+logger = logging.getLogger(__name__)
+
+CLASSES = ["LV", "LA", "RA", "RV"]  # label values 1..4 (REFERENCE 1.1: GraphEcho/GDKVM convention)
+COLORS = [(230, 60, 60), (60, 200, 80), (70, 120, 240), (240, 210, 50)]
+SITES = ["Site_G_100", "Site_G_20", "Site_G_29", "Site_R_126", "Site_R_52", "Site_R_73"]
+SITE_SPLIT = {"train": ["Site_G_100", "Site_R_126"], "val": ["Site_G_20", "Site_R_52"], "test": ["Site_G_29"]}
+RANDOM_SPLIT_SEED = 2024
+RANDOM_TRAIN_FRACTION = 0.8
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Dataset roots; set_root() (called by main from cfg.data.roots) or the environment override the defaults.
+_ROOTS: dict[str, str | None] = {"cardiac_udc": None, "echo_synth": None}
+
+
+def set_root(prefix: str, path: str | None) -> None:
+    if prefix not in _ROOTS:
+        raise KeyError(f"Unknown dataset family {prefix!r}; expected one of {sorted(_ROOTS)}")
+    if _ROOTS[prefix] != path:
+        _ROOTS[prefix] = path
+        for name in DatasetCatalog.names():  # roots changed: built lists are stale
+            if name.startswith(prefix):
+                DatasetCatalog._cache.pop(name, None)
+
+
+def dataset_root(prefix: str) -> Path:
+    """The ``cardiacUDC_dataset`` folder of a family; generates the embedded data on first use."""
+    if prefix == "echo_synth":
+        from data_schedule.synthetic.echo_synth import ensure_echo_synth
+
+        base = _ROOTS["echo_synth"] or os.environ.get("ECHO_SYNTH_ROOT") or REPO_ROOT / "datasets" / "echo_synth"
+        return Path(ensure_echo_synth(base))
+    base = _ROOTS["cardiac_udc"] or os.environ.get("DATASET_PATH")
+    if not base:
+        raise FileNotFoundError(
+            "CardiacUDC root not set: export DATASET_PATH=/path/holding/cardiacUDC_dataset (or set "
+            "data.roots.cardiac_udc), or use the embedded echo_synth_* datasets instead")
+    root = Path(base) / "cardiacUDC_dataset"
+    if not root.is_dir():
+        raise FileNotFoundError(f"CardiacUDC folder not found: {root} (DATASET_PATH={base}); expected "
+                                f"{root}/Site_G_100/..., or use the embedded echo_synth_* datasets")
+    return root
+
+
+def list_videos(root: Path, sites: list[str]) -> list[dict]:
+    """Scan site folders: one entry per ``*_image.nii.gz`` with its label file (or None), sorted."""
+    out = []
+    for site in sites:
+        sdir = root / site
+        if not sdir.is_dir():
+            raise FileNotFoundError(f"Site folder missing: {sdir} (expected sites {SITES})")
+        images = sorted(sdir.glob("*_image.nii.gz"))
+        if not images:
+            raise DataError(f"Site folder {sdir} holds no *_image.nii.gz files")
+        for img in images:
+            lab = img.with_name(img.name.replace("_image", "_label"))
+            out.append(dict(site=site, video=img.name[: -len("_image.nii.gz")], image_path=str(img),
+                            label_path=str(lab) if lab.exists() else None))
+    return out
+
+
+def _decode(entries: list[dict]) -> list[dict]:
+    """Attach the decoded/cached video (frames, annotated frames, crop box) to each entry."""
+    out = []
+    for e in entries:
+        v = load_video(e["image_path"], e["label_path"], num_classes=len(CLASSES))
+        out.append({**e, "video_id": f"{e['site']}/{e['video']}", "num_frames": v.num_frames,
+                    "annotated_frames": v.annotated_frames, "cache": v})
+    return out
+
+
+def random_split(videos: list[dict], part: str) -> list[dict]:
+    labelled = sorted((v for v in videos if v["annotated_frames"]), key=lambda v: v["video_id"])
+    perm = np.random.default_rng(RANDOM_SPLIT_SEED).permutation(len(labelled))
+    n_train = int(round(RANDOM_TRAIN_FRACTION * len(labelled)))
+    idx = perm[:n_train] if part == "train" else perm[n_train:]
+    return [labelled[i] for i in sorted(idx)]
+
+
+def _meta(v: dict, frame_idx: int, labeled: bool) -> dict:
+    return dict(video_id=v["video_id"], site=v["site"], frame_idx=frame_idx, num_frames=v["num_frames"],
+                annotated_frames=list(v["annotated_frames"]), labeled=labeled, cache=v["cache"])
+
+
+def annotated_samples(videos: list[dict]) -> list[dict]:
+    """One sample per annotated frame of each labelled video (train and test protocols)."""
+    return [_meta(v, f, True) for v in videos for f in v["annotated_frames"]]
+
+
+def unlabeled_samples(videos: list[dict]) -> list[dict]:
+    """One sample per frame of every video."""
+    return [_meta(v, f, False) for v in videos for f in range(v["num_frames"])]
+
+
+def load_split(prefix: str, split: str, part: str) -> list[dict]:
+    root = dataset_root(prefix)
+    if split == "site":
+        videos = _decode(list_videos(root, SITE_SPLIT[part]))
+        videos = [v for v in videos if v["annotated_frames"]]
+        samples = annotated_samples(videos)
+    elif split == "random":
+        videos = random_split(_decode(list_videos(root, [s for s in SITES if s != "Site_R_73"])), part)
+        samples = annotated_samples(videos)
+    else:  # unlabeled
+        samples = unlabeled_samples(_decode(list_videos(root, SITES)))
+    if not samples:
+        raise DataError(f"Dataset {prefix}_{split}_{part} under {root} has no samples")
+    for i, s in enumerate(samples):
+        s["sample_id"] = i
+    return samples
+
+
+def register_all() -> None:
+    """Record every split name in the catalogs; nothing is read until a name is used."""
+    parts = [("random", "train", "train"), ("random", "test", "evaluate"), ("site", "train", "train"),
+             ("site", "val", "evaluate"), ("site", "test", "evaluate"), ("unlabeled", None, "train")]
+    for prefix in ("cardiac_udc", "echo_synth"):
+        for split, part, mode in parts:
+            name = f"{prefix}_{split}_{part}" if part else f"{prefix}_{split}"
+            if name in DatasetCatalog:
+                continue
+            DatasetCatalog.register(name, lambda p=prefix, s=split, q=part: load_split(p, s, q))
+            MetadataCatalog.set(name, classes=list(CLASSES), colors=list(COLORS), family=prefix, split=split,
+                                part=part, mode=mode, labeled=split != "unlabeled")
+
+
+register_all()

@@ -1,0 +1,127 @@
+"""NIfTI video source: reads ``*_image.nii.gz`` / ``*_label.nii.gz`` pairs, validates them and caches the
+decoded, fan-cropped arrays as ``.npy`` files that later reads memory-map.
+
+A ``.nii.gz`` cannot be memory-mapped (it is gzip-compressed), so every read would decompress the whole video.
+We decode each video once, crop it to the fan (``data_schedule.curation.fan_crop``), and keep
+``image.npy`` (T×H×W uint8) plus the annotated label frames only (labels are ~6 of ~100 frames), keyed by the
+source file's path, size and mtime. Axis order is normalised here: nibabel gives (W, H, T), we return (T, H, W).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data_schedule.curation.fan_crop import fan_bbox
+
+CACHE_VERSION = 1
+
+
+class DataError(ValueError):
+    """A problem with a data file; the message names the file and what was expected."""
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MEDVIDSEG_CACHE", Path.home() / ".cache" / "medvidseg"))
+
+
+def _load_volume(path: Path, kind: str) -> np.ndarray:
+    """Read a NIfTI video as (T, H, W) in its on-disk dtype; errors name the file."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        arr = np.asarray(img.dataobj)  # on-disk dtype, no float scaling for unscaled integer files
+    except Exception as e:  # truncated gzip, bad header, ...
+        raise DataError(f"Cannot read {kind} file {path}: {type(e).__name__}: {e}") from None
+    if arr.ndim != 3:
+        raise DataError(f"{kind} file {path}: expected a 3-D (W, H, T) volume, got shape {arr.shape}")
+    return np.ascontiguousarray(arr.transpose(2, 1, 0))  # nibabel (W, H, T) -> (T, H, W)
+
+
+@dataclass
+class CachedVideo:
+    """One decoded, fan-cropped video. ``image`` is memory-mapped; ``labels`` holds annotated frames only."""
+
+    image_path: str
+    label_path: str | None
+    cache_dir: str
+    num_frames: int
+    height: int
+    width: int
+    crop_box: tuple[int, int, int, int]  # (y0, y1, x0, x1) in the original frame, end-exclusive
+    annotated_frames: list[int]
+
+    def image(self) -> np.ndarray:
+        """T×H×W uint8, memory-mapped."""
+        return np.load(Path(self.cache_dir) / "image.npy", mmap_mode="r")
+
+    def labels(self) -> dict[int, np.ndarray]:
+        """{frame index: H×W int8 label} for annotated frames."""
+        if not self.annotated_frames:
+            return {}
+        lab = np.load(Path(self.cache_dir) / "labels.npy", mmap_mode="r")
+        return {f: lab[i] for i, f in enumerate(self.annotated_frames)}
+
+
+def _atomic_save(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, arr)
+    os.replace(tmp, path)
+
+
+def load_video(image_path: str | Path, label_path: str | Path | None, num_classes: int,
+               cache_root: str | Path | None = None) -> CachedVideo:
+    """Decode (once), validate, fan-crop and cache one video; later calls read the cache.
+
+    Validation (each a ``DataError`` naming the file): readable gzip/NIfTI, image dtype uint8, 3-D volume,
+    label shape equal to the image shape, label values within 0..num_classes.
+    """
+    image_path = Path(image_path)
+    label_path = Path(label_path) if label_path else None
+    srcs = [p for p in (image_path, label_path) if p is not None]
+    key_src = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in srcs)
+    key = hashlib.sha1(f"v{CACHE_VERSION}|{key_src}".encode()).hexdigest()[:16]
+    cdir = Path(cache_root or default_cache_dir()) / f"{image_path.name.split('.')[0]}-{key}"
+    info_file = cdir / "info.json"
+    if info_file.exists():
+        info = json.loads(info_file.read_text())
+        return CachedVideo(**{**info, "crop_box": tuple(info["crop_box"])})
+
+    image = _load_volume(image_path, "image")
+    if image.dtype != np.uint8:
+        raise DataError(f"image file {image_path}: expected uint8 pixels, got {image.dtype}")
+    if image.shape[0] == 0 or not image.any():
+        raise DataError(f"image file {image_path}: empty video (no non-zero pixels)")
+    y0, y1, x0, x1 = fan_bbox(image[0])
+    annotated: list[int] = []
+    label_frames = None
+    if label_path is not None:
+        label = _load_volume(label_path, "label")
+        if label.shape != image.shape:
+            raise DataError(f"label file {label_path}: shape (T, H, W)={label.shape} differs from its image "
+                            f"{image.shape}")
+        if not np.issubdtype(label.dtype, np.integer):
+            raise DataError(f"label file {label_path}: expected integer labels, got {label.dtype}")
+        lo, hi = int(label.min()), int(label.max())
+        if lo < 0 or hi > num_classes:
+            raise DataError(f"label file {label_path}: values must be in 0..{num_classes}, found {lo}..{hi}")
+        annotated = [int(t) for t in np.flatnonzero(label.reshape(len(label), -1).any(1))]
+        label_frames = np.ascontiguousarray(label[annotated, y0:y1, x0:x1].astype(np.int8))
+
+    cdir.mkdir(parents=True, exist_ok=True)
+    _atomic_save(cdir / "image.npy", np.ascontiguousarray(image[:, y0:y1, x0:x1]))
+    if label_frames is not None and annotated:
+        _atomic_save(cdir / "labels.npy", label_frames)
+    info = dict(image_path=str(image_path), label_path=str(label_path) if label_path else None,
+                cache_dir=str(cdir), num_frames=int(image.shape[0]), height=y1 - y0, width=x1 - x0,
+                crop_box=[int(y0), int(y1), int(x0), int(x1)], annotated_frames=annotated)
+    tmp = info_file.with_name(f".info.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, info_file)  # info.json last: its presence means the cache entry is complete
+    return CachedVideo(**{**info, "crop_box": tuple(info["crop_box"])})

@@ -1,0 +1,284 @@
+"""MedVidSeg command line: train, resume and evaluate from a Python config.
+
+    python main.py --config_file configs/cardiac/unet_tiny.py --trainer_mode train_attmpt [key.path=value ...]
+    python main.py --config_file configs/cardiac/unet_tiny.py --trainer_mode train_resume
+    python main.py --config_file configs/cardiac/unet_tiny.py --trainer_mode eval --eval_path output/.../checkpoints
+    torchrun --nproc_per_node 2 main.py ...   (same command; gloo on CPU, NCCL on CUDA)
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+MODES = ("train_attmpt", "train_resume", "eval")
+# train_resume may change these keys (they do not alter the model, the data or the optimisation so far).
+RESUME_SAFE_KEYS = ("train.max_iter", "train.eval_period", "train.checkpoint_period", "train.keep_last",
+                    "train.log_period", "train.best_checkpoint", "data.evaluate", "data.num_workers",
+                    "data.eval_batch_size", "data.evaluator", "data.roots", "log")
+
+logger = logging.getLogger("medvidseg")
+
+
+class UsageError(Exception):
+    """A mistake in how the program was called; printed as one line."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="MedVidSeg: config-driven medical video segmentation (train / resume / evaluate).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Overrides: any number of key.path=value after the flags, e.g. train.max_iter=200 "
+               "optim.base_lr=3e-4 data.evaluate=[echo_synth_site_test]. An unknown key is an error that names "
+               "the closest existing key; +key=value adds a new key on purpose.\n"
+               "Environment (optional): DATASET_PATH = folder holding real datasets (cardiacUDC_dataset/...).")
+    p.add_argument("--config_file", help="Python config file (configs/...py) or a run's config.yaml. Required "
+                                         "for training; for eval the checkpoint's own config is used if omitted.")
+    p.add_argument("--trainer_mode", default="train_attmpt", choices=MODES + ("train_attempt",),
+                   help="train_attmpt: start a new run (refused if the run directory already holds checkpoints); "
+                        "train_resume: continue from the newest valid checkpoint of the run; "
+                        "eval: evaluate --eval_path. Default: train_attmpt.")
+    p.add_argument("--eval_path", help="eval mode: a checkpoint file, or a folder whose checkpoints are all "
+                                       "evaluated in iteration order (a run directory works too).")
+    p.add_argument("--output_dir", help="run directory (default: output/<config path under configs/ without .py>; "
+                                        "in eval mode, the run directory that holds the checkpoint).")
+    p.add_argument("--start_over", action="store_true",
+                   help="train_attmpt in a run directory that already holds checkpoints: move the old run aside "
+                        "to <run>.old-<timestamp> (nothing is deleted) and start a new run.")
+    p.add_argument("overrides", nargs="*", help="config overrides key.path=value")
+    args = p.parse_args(argv)
+    if args.trainer_mode == "train_attempt":
+        args.trainer_mode = "train_attmpt"
+    if args.trainer_mode != "eval" and not args.config_file:
+        p.error(f"--config_file is required for --trainer_mode {args.trainer_mode}")
+    if args.trainer_mode == "eval" and not args.eval_path:
+        p.error("--trainer_mode eval needs --eval_path (a checkpoint file or a folder of checkpoints)")
+    return args
+
+
+def default_run_dir(config_file: str) -> Path:
+    path = Path(config_file).resolve()
+    try:
+        rel = path.relative_to(REPO / "configs")
+    except ValueError:
+        rel = Path(path.name)
+    return REPO / "output" / rel.with_suffix("")
+
+
+def write_env_info(run_dir: Path, argv: list[str]) -> None:
+    import torch
+
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "unknown", ""
+    from importlib.metadata import PackageNotFoundError, version
+
+    lines = [f"time: {datetime.datetime.now().isoformat(timespec='seconds')}",
+             f"command: {' '.join(argv)}", f"git commit: {commit}{' (with local changes)' if dirty else ''}",
+             f"python: {platform.python_version()} on {platform.platform()}",
+             f"torch: {torch.__version__}, cuda available: {torch.cuda.is_available()}"]
+    for pkg in ("timm", "segmentation-models-pytorch", "omegaconf", "fvcore", "numpy", "nibabel", "opencv-python-headless"):
+        try:
+            lines.append(f"{pkg}: {version(pkg)}")
+        except PackageNotFoundError:
+            pass
+    (run_dir / "env.txt").write_text("\n".join(lines) + "\n")
+
+
+def check_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write_probe_{os.getpid()}"
+        probe.write_bytes(b"x" * 4096)
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"Run directory {run_dir} is not writable: {e.strerror or e}") from None
+
+
+def prepare_train_dir(run_dir: Path, mode: str, start_over: bool) -> None:
+    from core.checkpoint import list_checkpoints
+
+    existing = list_checkpoints(run_dir)
+    if mode == "train_attmpt" and existing:
+        if not start_over:
+            raise UsageError(
+                f"Run directory {run_dir} already holds {len(existing)} checkpoint(s) (newest {existing[-1].name}); "
+                f"use --trainer_mode train_resume to continue it, --output_dir for a new run, or --start_over to "
+                f"move it aside and start again")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        archived = run_dir.with_name(f"{run_dir.name}.old-{stamp}")
+        run_dir.rename(archived)
+        print(f"Moved the previous run to {archived}", flush=True)
+    check_writable(run_dir)
+
+
+def check_resume_config(cfg, run_dir: Path) -> None:
+    """Refuse a resume whose config changes the model, data or optimisation (keys named)."""
+    from core.config import config_diff, load_config
+
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        return
+    diff = config_diff(load_config(saved), cfg)
+    unsafe = [k for k in diff if not any(k == s or k.startswith(s + ".") for s in RESUME_SAFE_KEYS)]
+    if unsafe:
+        raise UsageError(f"train_resume with a changed config: {', '.join(unsafe)} differ from {saved}; only "
+                         f"{', '.join(RESUME_SAFE_KEYS)} may change on resume (start a new run with --output_dir)")
+    if diff:
+        logger.info(f"Resuming with changed keys (allowed): {', '.join(diff)}")
+
+
+def results_table(results: dict[str, dict], title: str = "") -> str:
+    cols = ["mDice", "mIoU", "Dice_LV", "Dice_LA", "Dice_RA", "Dice_RV", "num_samples"]
+    lines = [title] if title else []
+    lines += ["| dataset | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for ds, res in results.items():
+        vals = [f"{res[c]:.4f}" if isinstance(res.get(c), float) else str(res.get(c, "")) for c in cols]
+        lines.append(f"| {ds} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def set_roots(cfg) -> None:
+    from data_schedule.registers.cardiac_udc import set_root
+
+    for family, path in (cfg.data.get("roots") or {}).items():
+        set_root(family, path)
+
+
+def run_train(args, argv) -> None:
+    from core import comm
+    from core.checkpoint import latest_valid_checkpoint
+    from core.config import dump_config, load_config
+    from core.logger import setup_logger
+    from models.complexity import count_flops, count_params
+    from trainers import Trainer
+
+    cfg = load_config(args.config_file, args.overrides)
+    run_dir = Path(args.output_dir) if args.output_dir else default_run_dir(args.config_file)
+    if comm.is_main_process():
+        prepare_train_dir(run_dir, args.trainer_mode, args.start_over)
+    comm.synchronize()
+    setup_logger(run_dir, comm.get_rank())
+    found = None
+    if args.trainer_mode == "train_resume":
+        found = latest_valid_checkpoint(run_dir)
+        if found is None:
+            raise UsageError(f"Nothing to resume: no valid checkpoint in {run_dir / 'checkpoints'}; start the run "
+                             f"with --trainer_mode train_attmpt")
+        check_resume_config(cfg, run_dir)
+    set_roots(cfg)
+    if comm.is_main_process():
+        dump_config(cfg, run_dir / "config.yaml")
+        write_env_info(run_dir, argv)
+    logger.info(f"Run directory: {run_dir}")
+    trainer = Trainer(cfg, run_dir)
+    if found is not None:
+        trainer.load_checkpoint_state(found[1], found[0])
+    if comm.is_main_process():
+        info = {**count_params(trainer.model), "model": cfg.model.name,
+                "gflops_per_clip": count_flops(trainer.model, cfg.data.eval_mapper.clip_len,
+                                               tuple(cfg.data.eval_mapper.size), trainer.device),
+                "clip_len": cfg.data.eval_mapper.clip_len, "size": list(cfg.data.eval_mapper.size)}
+        (run_dir / "model_info.json").write_text(json.dumps(info, indent=2))
+        gf = info["gflops_per_clip"]
+        logger.info(f"Model {cfg.model.name}: {info['params'] / 1e6:.2f} M params "
+                    f"({info['trainable_params'] / 1e6:.2f} M trainable), "
+                    f"{'n/a' if gf is None else f'{gf:.2f}'} GFLOPs (MACs) per {info['clip_len']}-frame clip")
+    trainer.train()
+    if trainer.latest_eval and comm.is_main_process():
+        print(results_table(trainer.latest_eval, f"Results at iteration {trainer.max_iter} ({run_dir}):"),
+              flush=True)
+
+
+def run_eval(args, argv) -> None:
+    from core import comm
+    from core.checkpoint import CheckpointError, checkpoint_iteration, list_checkpoints, load_checkpoint
+    from core.config import apply_overrides, load_config
+    from core.logger import setup_logger
+    from omegaconf import OmegaConf
+    from trainers.evaluation import evaluate_all
+    from trainers.train_loop import build_model, default_device
+    from core.checkpoint import check_model_matches
+
+    path = Path(args.eval_path)
+    if path.is_dir():
+        ckpts = list_checkpoints(path)
+        if not ckpts:
+            raise CheckpointError(f"No checkpoints (model_*.pth) in {path}")
+    elif path.is_file():
+        ckpts = [path]
+    else:
+        raise CheckpointError(f"Checkpoint not found: {path}")
+    run_dir = Path(args.output_dir) if args.output_dir else (
+        ckpts[0].parent.parent if ckpts[0].parent.name == "checkpoints" else ckpts[0].parent)
+    setup_logger(run_dir, comm.get_rank())
+    device = default_device()
+    all_results = {}
+    for ckpt_path in ckpts:
+        ckpt = load_checkpoint(ckpt_path)
+        if args.config_file:
+            cfg = load_config(args.config_file, args.overrides)
+        else:
+            if "config" not in ckpt:
+                raise CheckpointError(f"Checkpoint {ckpt_path} holds no config; pass --config_file")
+            cfg = OmegaConf.create(ckpt["config"])
+            OmegaConf.set_struct(cfg, True)
+            apply_overrides(cfg, args.overrides)
+        set_roots(cfg)
+        model = build_model(cfg, device)
+        check_model_matches(ckpt, ckpt_path, cfg.model.name, model)
+        model.load_state_dict(ckpt["model"])
+        eval_root = run_dir / "eval" if len(ckpts) == 1 else run_dir / "eval" / ckpt_path.stem
+        it = ckpt.get("iteration", checkpoint_iteration(ckpt_path))
+        logger.info(f"Evaluating {ckpt_path} (iteration {it})")
+        res = evaluate_all(model, cfg, eval_root, device, extra_info={"iteration": it, "checkpoint": str(ckpt_path)})
+        all_results[ckpt_path.name] = res
+        if comm.is_main_process():
+            print(results_table(res, f"Checkpoint {ckpt_path} (iteration {it}):"), flush=True)
+    if len(ckpts) > 1 and comm.is_main_process():
+        rows = {f"{name} / {ds}": r for name, res in all_results.items() for ds, r in res.items()}
+        print(results_table(rows, "All checkpoints:"), flush=True)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv if argv is None else ["main.py", *argv])
+    args = parse_args(argv[1:])
+    from core import comm
+    from core.checkpoint import CheckpointError
+    from core.config import ConfigError
+    from data_schedule.sources.nifti import DataError
+
+    import data_schedule  # noqa: F401  (registers datasets, mappers, samplers)
+    import evaluators  # noqa: F401
+    import models  # noqa: F401
+
+    comm.init_distributed()
+    try:
+        (run_eval if args.trainer_mode == "eval" else run_train)(args, argv)
+    except (UsageError, ConfigError, DataError, CheckpointError, FileNotFoundError, FloatingPointError,
+            KeyError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"error: {msg}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        if comm.is_dist():
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

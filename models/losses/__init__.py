@@ -1,0 +1,1 @@
+from .seg_losses import CEDiceLoss  # noqa: F401

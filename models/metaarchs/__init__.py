@@ -1,0 +1,1 @@
+from . import unet_baseline  # noqa: F401

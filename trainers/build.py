@@ -1,0 +1,87 @@
+"""Optimizer (with per-module LR multipliers) and LR schedule from config."""
+from __future__ import annotations
+
+import torch
+from fvcore.common.param_scheduler import (CompositeParamScheduler, ConstantParamScheduler,
+                                           CosineParamScheduler, LinearParamScheduler,
+                                           MultiStepParamScheduler)
+from torch import nn
+
+from core.registry import OPTIMIZERS, SCHEDULERS
+
+OPTIMIZERS.register(torch.optim.AdamW)
+OPTIMIZERS.register(torch.optim.Adam)
+OPTIMIZERS.register(torch.optim.SGD)
+
+
+def param_groups(model: nn.Module, base_lr: float, weight_decay: float, lr_multipliers: dict[str, float],
+                 no_decay_norm_bias: bool = True) -> list[dict]:
+    """One group per (lr multiplier, decay) pair. A parameter's multiplier comes from the longest prefix of its
+    name in ``lr_multipliers`` (e.g. {"net.encoder": 0.1}); biases and 1-D (norm) weights get no decay."""
+    prefixes = sorted(lr_multipliers, key=len, reverse=True)
+    unused = set(prefixes)
+    groups: dict[tuple[float, float], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue  # frozen parts never enter the optimizer
+        mult = 1.0
+        for pre in prefixes:
+            if name == pre or name.startswith(pre + "."):
+                mult = lr_multipliers[pre]
+                unused.discard(pre)
+                break
+        wd = 0.0 if (no_decay_norm_bias and p.ndim <= 1) else weight_decay
+        groups.setdefault((mult, wd), []).append(p)
+    if unused:
+        raise KeyError(f"optim.lr_multipliers: prefixes {sorted(unused)} match no trainable parameter")
+    return [{"params": ps, "lr": base_lr * m, "lr_mult": m, "weight_decay": wd} for (m, wd), ps in groups.items()]
+
+
+def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+    """``cfg`` = the ``optim`` config node: name, base_lr, weight_decay, lr_multipliers, betas (Adam*),
+    momentum (SGD)."""
+    groups = param_groups(model, cfg.base_lr, cfg.weight_decay, dict(cfg.get("lr_multipliers") or {}),
+                          cfg.get("no_decay_norm_bias", True))
+    cls = OPTIMIZERS.get(cfg.name)
+    kwargs = {"lr": cfg.base_lr}
+    if cfg.name in ("AdamW", "Adam"):
+        kwargs["betas"] = tuple(cfg.get("betas", (0.9, 0.999)))
+    if cfg.name == "SGD":
+        kwargs["momentum"] = cfg.get("momentum", 0.9)
+    return cls(groups, **kwargs)
+
+
+@SCHEDULERS.register()
+def warmup_cosine(max_iter: int, warmup_iters: int = 0, warmup_factor: float = 0.001, min_lr_ratio: float = 0.0,
+                  **_) -> CompositeParamScheduler:
+    return _with_warmup(CosineParamScheduler(1.0, min_lr_ratio), max_iter, warmup_iters, warmup_factor, "rescaled")
+
+
+@SCHEDULERS.register()
+def warmup_step(max_iter: int, milestones: list[int] = (), gamma: float = 0.1, warmup_iters: int = 0,
+                warmup_factor: float = 0.001, **_) -> CompositeParamScheduler:
+    values = [gamma ** i for i in range(len(milestones) + 1)]
+    sched = MultiStepParamScheduler(values, num_updates=max_iter, milestones=list(milestones))
+    return _with_warmup(sched, max_iter, warmup_iters, warmup_factor, "fixed")  # milestones are absolute
+
+
+@SCHEDULERS.register()
+def warmup_constant(max_iter: int, warmup_iters: int = 0, warmup_factor: float = 0.001, **_):
+    return _with_warmup(ConstantParamScheduler(1.0), max_iter, warmup_iters, warmup_factor, "fixed")
+
+
+def _with_warmup(main, max_iter: int, warmup_iters: int, warmup_factor: float, scaling: str):
+    """Linear warmup over the first ``warmup_iters``; ``scaling`` "rescaled" stretches ``main`` over the rest of
+    training, "fixed" evaluates it at the absolute training fraction."""
+    if warmup_iters <= 0:
+        return main
+    frac = min(warmup_iters / max_iter, 1.0)
+    warm = LinearParamScheduler(warmup_factor, 1.0)
+    return CompositeParamScheduler([warm, main], [frac, 1 - frac], ["rescaled", scaling])
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg, max_iter: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """LR(iter) = base LR × multiplier × schedule(iter / max_iter); stepped once per iteration."""
+    kwargs = {k: v for k, v in dict(cfg).items() if k != "name"}
+    sched = SCHEDULERS.get(cfg.name)(max_iter=max_iter, **kwargs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: sched(min(it, max_iter - 1) / max_iter))

@@ -1,0 +1,211 @@
+"""The training loop: one readable ``for`` loop over iterations; everything optional is a hook.
+
+    for iter in range(start_iter, max_iter):
+        before_step hooks -> run_step (data, forward, backward, clip, step, LR) -> after_step hooks
+
+The trainer knows how to run a step, save/restore its state and evaluate; writers, evaluation and checkpoints
+are hooks (``trainers/hooks.py``). DDP comes from torch.distributed (torchrun); nothing here reads env vars.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+import weakref
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from core import comm
+from core.checkpoint import check_model_matches, get_rng_state, set_rng_state
+from core.events import JSONWriter, TensorboardWriter, WandbWriter
+from core.registry import MODELS, build
+from data_schedule.build import build_train_loader
+from trainers.build import build_optimizer, build_scheduler
+from trainers.evaluation import autocast_context, evaluate_all, to_device
+from trainers.hooks import BestCheckpointer, EvalHook, LoggingHook, PeriodicCheckpointer
+
+logger = logging.getLogger(__name__)
+
+
+def build_model(cfg, device: torch.device) -> torch.nn.Module:
+    return build(MODELS, cfg.model).to(device)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda", comm.get_local_rank()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+class Trainer:
+    def __init__(self, cfg, run_dir: str | Path):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        tc = cfg.train
+        self.max_iter, self.accum = int(tc.max_iter), int(tc.grad_accum)
+        if self.max_iter <= 0 or self.accum <= 0:
+            raise ValueError(f"train.max_iter and train.grad_accum must be positive, got {self.max_iter}, "
+                             f"{self.accum}")
+        self.device = default_device()
+        torch.manual_seed(tc.seed + comm.get_rank())  # seeded per rank
+        self.model = build_model(cfg, self.device)
+        self.ddp_model = self.model
+        if comm.get_world_size() > 1:
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=bool(tc.get("find_unused_parameters", False)))
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim.scheduler, self.max_iter)
+        use_scaler = self.device.type == "cuda" and tc.amp.enabled and tc.amp.dtype == "float16"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.iter = self.start_iter = 0
+        self.rng_state: dict | None = None
+        self.latest_eval: dict | None = None
+        self.step_scalars: dict[str, float] = {}
+        self.writers: list = []
+        self.hooks = self._default_hooks()
+
+    # ---- hooks ------------------------------------------------------------------------------------------
+    def _default_hooks(self) -> list:
+        tc = self.cfg.train
+        hooks = [LoggingHook(tc.log_period), EvalHook(tc.eval_period)]
+        if tc.best_checkpoint.metric:
+            hooks.append(BestCheckpointer(tc.best_checkpoint.metric, tc.best_checkpoint.mode))
+        hooks.append(PeriodicCheckpointer(tc.checkpoint_period, tc.keep_last))
+        for h in hooks:
+            h.trainer = weakref.proxy(self)
+        return hooks
+
+    def _call(self, stage: str) -> None:
+        for h in self.hooks:
+            getattr(h, stage)()
+
+    # ---- state --------------------------------------------------------------------------------------------
+    def checkpoint_state(self) -> dict:
+        """Everything needed to continue exactly after the current iteration."""
+        done = self.iter + 1
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "iteration": done,
+            "rng": get_rng_state(),
+            "sampler": {"consumed": done * self.accum * self.per_rank_batch, "seed": int(self.cfg.train.seed),
+                        "world_size": comm.get_world_size()},
+            "hooks": {type(h).__name__: h.state_dict() for h in self.hooks},
+            "model_name": self.cfg.model.name,
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+        }
+
+    def load_checkpoint_state(self, ckpt: dict, path: str | Path) -> None:
+        check_model_matches(ckpt, path, self.cfg.model.name, self.model)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.start_iter = self.iter = int(ckpt["iteration"])
+        saved_world = ckpt.get("sampler", {}).get("world_size", comm.get_world_size())
+        if saved_world != comm.get_world_size():
+            raise ValueError(f"Checkpoint {path} was written by {saved_world} processes; resuming with "
+                             f"{comm.get_world_size()} would change the data order")
+        self.rng_state = ckpt["rng"]
+        for h in self.hooks:
+            h.load_state_dict(ckpt.get("hooks", {}).get(type(h).__name__, {}))
+        logger.info(f"Resumed from {path} at iteration {self.start_iter}")
+
+    @property
+    def per_rank_batch(self) -> int:
+        return int(self.cfg.train.batch_size) // comm.get_world_size()
+
+    # ---- writers ------------------------------------------------------------------------------------------
+    def _open_writers(self) -> None:
+        if not comm.is_main_process():
+            return
+        log = self.cfg.log
+        self.writers.append(JSONWriter(self.run_dir / "metrics.jsonl"))
+        if log.tensorboard:
+            self.writers.append(TensorboardWriter(self.run_dir / "tensorboard"))
+        if log.wandb.enabled:
+            id_file = self.run_dir / "wandb_id.txt"
+            run_id = id_file.read_text().strip() if id_file.exists() else None
+            w = WandbWriter(self.run_dir, OmegaConf.to_container(self.cfg, resolve=True), log.wandb.project,
+                            log.wandb.mode, name=self.run_dir.name, resume_id=run_id)
+            id_file.write_text(w.run.id)
+            self.writers.append(w)
+
+    def write_scalars(self, iteration: int, scalars: dict[str, float]) -> None:
+        for w in self.writers:
+            w.write(iteration, scalars)
+
+    # ---- the loop -----------------------------------------------------------------------------------------
+    def train(self) -> None:
+        if self.start_iter >= self.max_iter:
+            logger.info(f"Nothing to do: already at iteration {self.start_iter} of train.max_iter={self.max_iter}")
+            return
+        dc = self.cfg.data
+        loader = build_train_loader(list(dc.train), dc.train_mapper, int(self.cfg.train.batch_size),
+                                    int(dc.num_workers), int(self.cfg.train.seed),
+                                    start=self.start_iter * self.accum * self.per_rank_batch)
+        self._data = iter(loader)
+        if self.rng_state is not None:
+            set_rng_state(self.rng_state)  # after building the loader: exactly where the checkpoint left off
+        self._open_writers()
+        self.model.train()
+        logger.info(f"Training from iteration {self.start_iter} to {self.max_iter} on {self.device} "
+                    f"({comm.get_world_size()} process(es), batch {self.cfg.train.batch_size} total)")
+        try:
+            self.iter = self.start_iter
+            self._call("before_train")
+            for self.iter in range(self.start_iter, self.max_iter):
+                self._call("before_step")
+                self.run_step()
+                self._call("after_step")
+            self._call("after_train")
+        finally:
+            for w in self.writers:
+                w.close()
+            self.writers = []
+
+    def run_step(self) -> None:
+        tc = self.cfg.train
+        t0 = time.perf_counter()
+        data_time, totals = 0.0, {}
+        for micro in range(self.accum):
+            td = time.perf_counter()
+            batch = to_device(next(self._data), self.device)
+            data_time += time.perf_counter() - td
+            last = micro == self.accum - 1
+            sync = self.ddp_model.no_sync() if (self.ddp_model is not self.model and not last) \
+                else contextlib.nullcontext()
+            with sync:
+                with autocast_context(self.device, tc.amp):
+                    losses = self.ddp_model(batch)
+                loss = sum(losses.values())
+                self.scaler.scale(loss / self.accum).backward()
+            for k, v in losses.items():
+                totals[k] = totals.get(k, 0.0) + float(v.detach()) / self.accum
+        total = sum(totals.values())
+        if not math.isfinite(total):
+            terms = ", ".join(f"{k}={v:.4g}" for k, v in totals.items())
+            raise FloatingPointError(f"Non-finite loss at iteration {self.iter + 1}: {terms}; last good "
+                                     f"checkpoint left in {self.ckpt_dir}")
+        self.scaler.unscale_(self.optimizer)
+        if tc.clip_grad.max_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_grad.max_norm,
+                                           norm_type=tc.clip_grad.norm_type)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step_scalars = {"loss": total, **totals, "time": time.perf_counter() - t0, "data_time": data_time}
+
+    def run_evaluation(self) -> dict:
+        done = self.iter + 1
+        results = evaluate_all(self.model, self.cfg, self.run_dir / "eval", self.device,
+                               extra_info={"iteration": done})
+        self.latest_eval = results
+        self.write_scalars(done, {f"{ds}/{k}": v for ds, res in results.items() for k, v in res.items()
+                                  if isinstance(v, (int, float))})
+        return results
