@@ -57,7 +57,8 @@ def evaluate_all(model: torch.nn.Module, cfg, eval_root: str | Path, device: tor
         loader = build_test_loader(name, cfg.data.eval_mapper, cfg.data.eval_batch_size, cfg.data.num_workers)
         out_dir = Path(eval_root) / name
         evaluator = build(EVALUATORS, cfg.data.evaluator, dataset_name=name,
-                          class_names=MetadataCatalog.get(name).classes, output_dir=out_dir,
+                          class_names=MetadataCatalog.get(name).classes,
+                          colors=getattr(MetadataCatalog.get(name), "colors", None), output_dir=out_dir,
                           num_samples=len(DatasetCatalog.get(name)))
         res = comm.broadcast_object(inference_on_dataset(model, loader, evaluator, device, cfg.train.amp))
         results[name] = res

@@ -1,0 +1,268 @@
+"""Video segmentation evaluator: one scored (annotated) frame per sample, per-class Dice / IoU at native resolution.
+
+Flow: ``reset()`` -> ``process(batch, outputs)`` per batch -> ``evaluate()``. ``process`` keeps a few integers per
+sample (per-class intersection and areas, from ``evaluators.metrics``); ``evaluate`` gathers them from every rank,
+counts each ``sample_id`` once and reduces:
+
+- ``Dice_<c>`` / ``IoU_<c>``: mean over samples of the sample's score for class c, samples where c is absent from
+  both prediction and ground truth left out (NaN); ``mDice`` / ``mIoU``: mean of those over classes.
+- ``frame_mDice`` / ``frame_mIoU``: mean over samples of the sample's mean over its present classes (a frame with
+  no class in either prediction or ground truth has no score and is left out).
+- ``video_mDice`` / ``video_mIoU``: mean over videos of the video's mean ``frame_mDice`` / ``frame_mIoU``.
+- ``num_samples``, ``num_videos``.
+
+A metric with nothing to average (e.g. a class absent from the whole dataset) is NaN in the returned dict and
+``null`` in ``metrics.json``. Every rank returns the same dict; only the main process writes files.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core import comm
+from core.registry import EVALUATORS
+from evaluators.metrics import dice_iou, probs_to_labels, seg_stats
+
+logger = logging.getLogger(__name__)
+
+# RGB; CardiacUDC order LV, LA, RA, RV = red, green, blue, yellow, then extras for datasets with more classes.
+DEFAULT_COLORS = [(230, 60, 60), (60, 200, 80), (70, 120, 240), (240, 210, 50),
+                  (200, 80, 220), (60, 210, 210), (250, 150, 50), (160, 160, 160)]
+
+
+def _nanmean(x: np.ndarray, axis: int | None = None) -> np.ndarray | float:
+    """``np.nanmean`` without the all-NaN RuntimeWarning (an all-NaN slice is NaN on purpose)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(x, axis=axis)
+
+
+@EVALUATORS.register()
+class VideoSegEvaluator:
+    """Per-class Dice / IoU on each sample's scored frame (``meta['clip_t']``), compared at ``gt_full``'s size.
+
+    Args:
+        dataset_name: used in error messages.
+        class_names: the K foreground classes, label values ``1..K`` (e.g. ``["LV", "LA", "RA", "RV"]``).
+        output_dir: where the main process writes ``metrics.json``, ``per_video.csv``, ``per_sample.csv`` and
+            ``vis/*.mp4``; None writes nothing.
+        num_samples: the dataset's size; when given, ``evaluate`` raises unless exactly that many distinct
+            samples were processed (evaluation never skips silently).
+        num_vis: samples with ``sample_id < num_vis`` get an overlay video (only with ``output_dir``).
+        vis_fps: frame rate of the overlay videos.
+        colors: RGB colour per class for the overlays (default: red, green, blue, yellow, ...).
+    """
+
+    def __init__(self, dataset_name: str, class_names: list[str], output_dir: str | Path | None = None,
+                 num_samples: int | None = None, num_vis: int = 3, vis_fps: int = 8,
+                 colors: list[tuple[int, int, int]] | None = None):
+        self.dataset_name = dataset_name
+        self.class_names = list(class_names)
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.num_samples = num_samples
+        self.num_vis = num_vis
+        self.vis_fps = vis_fps
+        k = len(self.class_names)
+        self.colors = [tuple(int(v) for v in c) for c in (colors or DEFAULT_COLORS)][:k]
+        if len(self.colors) < k:
+            raise ValueError(f"{k} classes need {k} colours, got {len(self.colors)}")
+        self.results: dict[str, float] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self._records: list[dict] = []
+        self._vis: list[dict] = []
+
+    @torch.no_grad()
+    def process(self, batch: dict, outputs: dict) -> None:
+        """batch: ``video`` B×T×3×H×W, ``has_ann`` B×T, ``frame_idx`` B×T, ``meta`` (B dicts), ``gt_full`` (B tensors
+        H0×W0, labels 0..K); outputs: ``probs`` B×T×K×H×W (per-class probabilities, background excluded)."""
+        probs = outputs["probs"]
+        num_classes = len(self.class_names)
+        if probs.dim() != 5 or probs.shape[2] != num_classes:
+            raise ValueError(f"{self.dataset_name}: probs must be B×T×{num_classes}×H×W, got {tuple(probs.shape)}")
+        for b, meta in enumerate(batch["meta"]):
+            t = int(meta["clip_t"])
+            if "has_ann" in batch and not bool(batch["has_ann"][b, t]):
+                raise ValueError(f"{self.dataset_name}: sample {meta['sample_id']} scores clip frame {t}, "
+                                 "which has no annotation (has_ann is False)")
+            gt = torch.as_tensor(batch["gt_full"][b])
+            p = probs[b, t].float()  # K×H×W
+            if tuple(p.shape[-2:]) != tuple(gt.shape):
+                p = F.interpolate(p[None], size=tuple(gt.shape), mode="bilinear", align_corners=False)[0]
+            inter, pred_area, gt_area = seg_stats(probs_to_labels(p), gt, num_classes)
+            sid = int(meta["sample_id"])
+            self._records.append(dict(sample_id=sid, video_id=str(meta["video_id"]), site=str(meta.get("site", "")),
+                                      frame_idx=int(meta["frame_idx"]), inter=inter, pred_area=pred_area,
+                                      gt_area=gt_area))
+            if self.output_dir is not None and sid < self.num_vis:
+                frames = (batch["video"][b].float().clamp(0, 1) * 255).round().to(torch.uint8)  # T×3×H×W
+                self._vis.append(dict(
+                    sample_id=sid, video_id=str(meta["video_id"]), frame_idx=int(meta["frame_idx"]), clip_t=t,
+                    frames=frames.permute(0, 2, 3, 1).cpu().numpy(),  # T×H×W×3 RGB
+                    pred=probs_to_labels(probs[b].float()).to(torch.uint8).cpu().numpy(),  # T×H×W
+                    gt=gt.to(torch.uint8).cpu().numpy(),  # H0×W0
+                    clip_frame_idx=batch["frame_idx"][b].tolist() if "frame_idx" in batch else None))
+
+    def evaluate(self) -> dict[str, float]:
+        """Gather from all ranks, reduce, write files on the main process; returns ``{metric: float | int}``."""
+        gathered = comm.all_gather_object((self._records, self._vis))
+        records = _unique_by_id(r for recs, _ in gathered for r in recs)
+        vis = _unique_by_id(v for _, vs in gathered for v in vs)
+        n = len(records)
+        if n == 0:
+            raise RuntimeError(f"{self.dataset_name}: no samples were processed; nothing to evaluate")
+        if self.num_samples is not None and n != self.num_samples:
+            diff = self.num_samples - n
+            what = f"{diff} missing" if diff > 0 else f"{-diff} more than expected"
+            raise RuntimeError(f"{self.dataset_name}: evaluated {n} distinct samples but the dataset has "
+                               f"{self.num_samples} ({what}); refusing to report partial metrics")
+        results, per_sample, per_video = self._reduce(records)
+        self.results = results
+        if self.output_dir is not None and comm.is_main_process():
+            self._write(results, per_sample, per_video, vis)
+        return results
+
+    def _reduce(self, records: list[dict]) -> tuple[dict, list[dict], list[dict]]:
+        names = self.class_names
+        inter, pred_area, gt_area = (np.stack([r[key] for r in records]) for key in ("inter", "pred_area", "gt_area"))
+        dice, iou = dice_iou(inter, pred_area, gt_area)  # N×K, NaN where a class is absent from both
+        frame_dice, frame_iou = _nanmean(dice, axis=1), _nanmean(iou, axis=1)  # N
+        class_dice, class_iou = _nanmean(dice, axis=0), _nanmean(iou, axis=0)  # K
+
+        videos: dict[str, list[int]] = defaultdict(list)
+        for i, r in enumerate(records):
+            videos[r["video_id"]].append(i)
+        per_video = []
+        for vid, idx in videos.items():
+            row = dict(video_id=vid, site=records[idx[0]]["site"], num_frames_scored=len(idx))
+            row.update({f"Dice_{c}": float(v) for c, v in zip(names, _nanmean(dice[idx], axis=0))})
+            row.update({f"IoU_{c}": float(v) for c, v in zip(names, _nanmean(iou[idx], axis=0))})
+            row.update(mDice=float(_nanmean(frame_dice[idx])), mIoU=float(_nanmean(frame_iou[idx])))
+            per_video.append(row)
+        per_sample = []
+        for i, r in enumerate(records):
+            row = {k: r[k] for k in ("sample_id", "video_id", "site", "frame_idx")}
+            row.update({f"Dice_{c}": float(v) for c, v in zip(names, dice[i])})
+            row.update({f"IoU_{c}": float(v) for c, v in zip(names, iou[i])})
+            row.update(mDice=float(frame_dice[i]), mIoU=float(frame_iou[i]))
+            per_sample.append(row)
+
+        results: dict[str, float | int] = {}
+        results.update({f"Dice_{c}": float(v) for c, v in zip(names, class_dice)})
+        results.update({f"IoU_{c}": float(v) for c, v in zip(names, class_iou)})
+        results.update(
+            mDice=float(_nanmean(class_dice)), mIoU=float(_nanmean(class_iou)),
+            frame_mDice=float(_nanmean(frame_dice)), frame_mIoU=float(_nanmean(frame_iou)),
+            video_mDice=float(_nanmean(np.array([row["mDice"] for row in per_video]))),
+            video_mIoU=float(_nanmean(np.array([row["mIoU"] for row in per_video]))),
+            num_samples=len(records), num_videos=len(per_video))
+        return results, per_sample, per_video
+
+    def _write(self, results: dict, per_sample: list[dict], per_video: list[dict], vis: list[dict]) -> None:
+        out = self.output_dir
+        out.mkdir(parents=True, exist_ok=True)
+        # NaN is not JSON: a metric with nothing to average is written as null.
+        clean = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in results.items()}
+        _atomic_write_text(out / "metrics.json", json.dumps(clean, indent=2, sort_keys=True, allow_nan=False))
+        _atomic_write_text(out / "per_video.csv", _to_csv(per_video))
+        _atomic_write_text(out / "per_sample.csv", _to_csv(per_sample))
+        for v in vis:
+            name = f"{v['video_id'].replace('/', '_')}_f{v['frame_idx']}.mp4"
+            frames = render_overlay(v["frames"], v["pred"], v["gt"], v["clip_t"], self.class_names, self.colors,
+                                    frame_indices=v["clip_frame_idx"])
+            write_video(out / "vis" / name, frames, self.vis_fps)
+
+
+EVALUATORS._do_register("video_seg", VideoSegEvaluator)
+
+
+def _unique_by_id(items) -> list[dict]:
+    """First occurrence of each ``sample_id`` (a padded distributed sampler repeats samples), sorted by id."""
+    seen: dict[int, dict] = {}
+    for it in items:
+        seen.setdefault(it["sample_id"], it)
+    return [seen[k] for k in sorted(seen)]
+
+
+def _to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def render_overlay(frames: np.ndarray, pred: np.ndarray, gt: np.ndarray | None, scored_t: int,
+                   class_names: list[str], colors: list[tuple[int, int, int]], alpha: float = 0.45,
+                   frame_indices: list[int] | None = None) -> np.ndarray:
+    """Overlay predicted labels on a grey clip.
+
+    frames: T×H×W×3 uint8 RGB; pred: T×H×W labels 0..K; gt: labels of frame ``scored_t`` at any size (resized
+    nearest to H×W) or None; colors: RGB per class. Returns T×H×W×3 uint8 **BGR** (OpenCV order): predicted
+    classes blended in their colour, a legend of class names in their colours, and on the scored frame the
+    ground-truth contours plus the word "annotated".
+    """
+    t_len, h, w = pred.shape
+    grey = frames.astype(np.float32).mean(axis=-1, keepdims=True).repeat(3, axis=-1)  # T×H×W×3
+    lut = np.zeros((len(class_names) + 1, 3), np.float32)
+    lut[1:] = [c[::-1] for c in colors]  # RGB -> BGR
+    fg = pred > 0
+    blended = np.where(fg[..., None], (1 - alpha) * grey + alpha * lut[pred], grey)
+    out = np.ascontiguousarray(blended.round().clip(0, 255).astype(np.uint8))
+    scale = max(0.3, min(h, w) / 700)
+    line = int(26 * scale) + 2
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    gt_small = None if gt is None else cv2.resize(gt.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    for t in range(t_len):
+        img = out[t]
+        for k, name in enumerate(class_names):
+            cv2.putText(img, name, (4, line * (k + 1)), font, scale, tuple(int(v) for v in lut[k + 1]), 1,
+                        cv2.LINE_AA)
+        label = f"t={t}" if frame_indices is None else f"frame {frame_indices[t]}"
+        if t == scored_t:
+            label += "  annotated (GT contour)"
+            if gt_small is not None:
+                for k in range(1, len(class_names) + 1):
+                    contours, _ = cv2.findContours((gt_small == k).astype(np.uint8), cv2.RETR_EXTERNAL,
+                                                   cv2.CHAIN_APPROX_NONE)
+                    cv2.drawContours(img, contours, -1, (255, 255, 255), 1)
+        cv2.putText(img, label, (4, h - 6), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def write_video(path: str | Path, frames_bgr: np.ndarray, fps: int) -> bool:
+    """Write T×H×W×3 uint8 BGR frames as an mp4 (fourcc mp4v), atomically; returns False (and logs) on failure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # keep the suffix: it selects the container
+    h, w = frames_bgr.shape[1:3]
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
+    if not writer.isOpened():
+        logger.warning(f"Could not open a video writer for {path}; overlay skipped")
+        return False
+    try:
+        for f in frames_bgr:
+            writer.write(f)
+    finally:
+        writer.release()
+    os.replace(tmp, path)
+    return True
