@@ -60,4 +60,4 @@ class WandbWriter:
         self.run.log({k: v for k, v in scalars.items() if isinstance(v, (int, float))}, step=iteration)
 
     def close(self) -> None:
-        self.run.finish(quiet=True)
+        self.run.finish()

@@ -3,6 +3,7 @@ the convention of the LGRNet paper's GFLOPs column."""
 from __future__ import annotations
 
 import logging
+import warnings
 
 import torch
 from torch import nn
@@ -29,7 +30,9 @@ def count_params(model: nn.Module) -> dict[str, int]:
 @torch.no_grad()
 def count_flops(model: nn.Module, clip_len: int, size: tuple[int, int], device: torch.device) -> float | None:
     """GFLOPs (MACs) of ``predict`` on one clip of ``clip_len`` frames at ``size``; None if tracing fails."""
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():  # fvcore.nn scripts a focal loss at import: a FutureWarning we can't act on
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     was_training = model.training
     model.eval()

@@ -59,11 +59,11 @@ class LoggingHook(HookBase):
             return
         t = self.trainer
         scalars = {k: sum(v) / len(v) for k, v in self._window.items()}
-        scalars["lr"] = t.optimizer.param_groups[0]["lr"] / t.optimizer.param_groups[0].get("lr_mult", 1.0)
         self._window.clear()
         done = t.iter + 1
         avg = (time.perf_counter() - self._t0) / max(done - self._start_iter, 1)
         eta = datetime.timedelta(seconds=int(avg * (t.max_iter - done)))
+        scalars["lr"] = t.step_scalars["lr"]  # LR of the last step, not a window mean
         losses = "  ".join(f"{k} {v:.4f}" for k, v in scalars.items() if k.startswith("loss"))
         logger.info(f"iter {done}/{t.max_iter}  {losses}  lr {scalars['lr']:.2e}  "
                     f"{scalars['time']:.3f} s/it (data {scalars['data_time']:.3f})  eta {eta}")
@@ -79,7 +79,7 @@ class EvalHook(HookBase):
         self.period = period
 
     def after_step(self):
-        if self.period > 0 and self._due(self.period):
+        if self.period >= 0 and self._due(self.period):  # 0: only after the last iteration; < 0: never
             self.trainer.run_evaluation()
 
 

@@ -191,6 +191,8 @@ class Trainer:
             terms = ", ".join(f"{k}={v:.4g}" for k, v in totals.items())
             raise FloatingPointError(f"Non-finite loss at iteration {self.iter + 1}: {terms}; last good "
                                      f"checkpoint left in {self.ckpt_dir}")
+        group = self.optimizer.param_groups[0]
+        lr = group["lr"] / group.get("lr_mult", 1.0)  # base LR of this step (before multipliers)
         self.scaler.unscale_(self.optimizer)
         if tc.clip_grad.max_norm:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_grad.max_norm,
@@ -199,7 +201,8 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        self.step_scalars = {"loss": total, **totals, "time": time.perf_counter() - t0, "data_time": data_time}
+        self.step_scalars = {"loss": total, **totals, "lr": lr, "time": time.perf_counter() - t0,
+                             "data_time": data_time}
 
     def run_evaluation(self) -> dict:
         done = self.iter + 1

@@ -1,7 +1,7 @@
 # Shared training runtime: loop length, optimiser, LR schedule, logging. Values are for CPU-sized runs.
 train = dict(
     max_iter=1000,            # iterations (optimizer steps); training never runs past this
-    eval_period=500,          # evaluate every N iterations and after the last one (0: only at the end)
+    eval_period=500,          # evaluate every N iterations and after the last one (0: only at the end, -1: never)
     checkpoint_period=500,    # save checkpoints/model_<iter>.pth every N iterations; model_final.pth at the end
     keep_last=0,              # keep only the newest N periodic checkpoints (0: keep all)
     best_checkpoint=dict(metric="mDice", mode="max"),  # model_best.pth by this eval metric (metric=None: off)

@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny synthetic CardiacUDC-layout dataset (generated once per test session) and a helper
+that writes a tiny training config."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+TINY_SYNTH = dict(seed=0, videos_per_site=3, size_scale=0.5, frames=(16, 24), annotated_frames=(3, 4))
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """Root holding ``cardiacUDC_dataset`` (tiny); echo_synth_* datasets read it for the whole session."""
+    from core.catalog import DatasetCatalog
+    from data_schedule.synthetic.echo_synth import generate_echo_synth
+
+    base = tmp_path_factory.mktemp("echo_synth")
+    generate_echo_synth(base, **TINY_SYNTH)
+    os.environ["ECHO_SYNTH_ROOT"] = str(base)
+    os.environ["MEDVIDSEG_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    DatasetCatalog.clear_cache()
+    return base
+
+
+TINY_OVERRIDES = [
+    "train.max_iter=4", "train.eval_period=2", "train.checkpoint_period=2", "train.batch_size=2",
+    "train.log_period=1", "optim.scheduler.warmup_iters=1", "data.num_workers=0", "data.eval_batch_size=4",
+    "data.train_mapper.size=[64,64]", "data.eval_mapper.size=[64,64]", "data.eval_mapper.clip_len=5",
+    "data.train_mapper.clip_len=3", "log.wandb.enabled=false", "log.tensorboard=false",
+    "data.evaluator.num_vis=1", "model.decoder_channels=[32,16,16,8]",
+]
+
+
+@pytest.fixture
+def tiny_config(tmp_path) -> Path:
+    """A config file inheriting the U-Net baseline (the overrides above shrink it)."""
+    repo = Path(__file__).resolve().parents[1]
+    path = tmp_path / "tiny_unet.py"
+    path.write_text(f'_base_ = ["{repo}/configs/cardiac/unet_tiny.py"]\n')
+    return path

@@ -1,0 +1,97 @@
+"""The CardiacUDC register on the embedded synthetic data: splits, sample counts, clip positions, mappers."""
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from core.catalog import DatasetCatalog
+from core.registry import MAPPERS, build
+from data_schedule.build import collate
+from data_schedule.registers import cardiac_udc as reg
+
+
+def labelled_videos(root, sites):
+    """Ground truth from the raw files: {video_id: annotated frame indices} for videos with a label file."""
+    out = {}
+    for site in sites:
+        for img in sorted((root / "cardiacUDC_dataset" / site).glob("*_image.nii.gz")):
+            lab = img.with_name(img.name.replace("_image", "_label"))
+            if lab.exists():
+                arr = np.asarray(nib.load(lab).dataobj)  # (W, H, T)
+                out[f"{site}/{img.name[:-13]}"] = [int(t) for t in np.flatnonzero(arr.any(axis=(0, 1)))]
+    return out
+
+
+def test_site_split_has_one_sample_per_annotated_frame(synth_root):
+    for part, sites in reg.SITE_SPLIT.items():
+        truth = labelled_videos(synth_root, sites)
+        samples = DatasetCatalog.get(f"echo_synth_site_{part}")
+        assert len(samples) == sum(len(v) for v in truth.values())
+        got = {}
+        for s in samples:
+            got.setdefault(s["video_id"], []).append(s["frame_idx"])
+        assert got == truth
+        assert [s["sample_id"] for s in samples] == list(range(len(samples)))
+
+
+def test_random_split_is_seeded_80_20_over_labelled_videos(synth_root):
+    train = {s["video_id"] for s in DatasetCatalog.get("echo_synth_random_train")}
+    test = {s["video_id"] for s in DatasetCatalog.get("echo_synth_random_test")}
+    labelled = set(labelled_videos(synth_root, [s for s in reg.SITES if s != "Site_R_73"]))
+    assert train | test == labelled and not train & test
+    assert len(train) == round(0.8 * len(labelled))
+    again = reg.random_split([{"video_id": v, "annotated_frames": [1]} for v in sorted(labelled)], "test")
+    assert {v["video_id"] for v in again} == test
+
+
+def test_unlabeled_split_has_every_frame_of_every_video(synth_root):
+    samples = DatasetCatalog.get("echo_synth_unlabeled")
+    n_frames = 0
+    for site in reg.SITES:
+        for img in (synth_root / "cardiacUDC_dataset" / site).glob("*_image.nii.gz"):
+            n_frames += nib.load(img).shape[2]
+    assert len(samples) == n_frames
+    assert any(s["site"] == "Site_R_73" for s in samples)
+
+
+def test_eval_mapper_centres_the_annotated_frame_and_keeps_native_gt(synth_root):
+    samples = DatasetCatalog.get("echo_synth_site_test")
+    mapper = build(MAPPERS, {"name": "ClipEvalMapper", "clip_len": 11, "size": [64, 64]}, num_classes=4)
+    for meta in (samples[0], samples[-1]):
+        s = mapper(meta)
+        assert s["video"].shape == (11, 3, 64, 64) and s["video"].dtype == torch.float32
+        assert 0 <= s["video"].min() and s["video"].max() <= 1
+        assert s["masks"].shape == (4, 11, 64, 64) and s["masks"].dtype == torch.bool
+        assert s["meta"]["clip_t"] == 5 and s["frame_idx"][5] == meta["frame_idx"] and s["has_ann"][5]
+        cache = meta["cache"]
+        assert s["gt_full"].shape == (cache.height, cache.width)
+        assert torch.equal(s["gt_full"], torch.from_numpy(cache.labels()[meta["frame_idx"]].astype(np.int64)))
+        assert set(s["gt_full"].unique().tolist()) == {0, 1, 2, 3, 4}
+        assert s["masks"][:, 5].any(dim=(1, 2)).all()  # all four chambers on the annotated frame
+        assert not s["masks"][:, ~s["has_ann"]].any()  # no labels on unannotated frames
+
+
+def test_train_mapper_is_deterministic_per_seed_and_collates(synth_root):
+    meta = DatasetCatalog.get("echo_synth_random_train")[0]
+    mapper = build(MAPPERS, {"name": "ClipTrainMapper", "clip_len": 7, "size": [48, 56]}, num_classes=4)
+    a, b, c = mapper(meta, seed=5), mapper(meta, seed=5), mapper(meta, seed=6)
+    assert torch.equal(a["video"], b["video"]) and torch.equal(a["masks"], b["masks"])
+    assert not torch.equal(a["video"], c["video"])
+    assert a["video"].shape == (7, 3, 48, 56) and a["masks"].shape == (4, 7, 48, 56)
+    assert a["has_ann"][3] and a["masks"][:, 3].any()
+    batch = collate([a, c])
+    assert batch["video"].shape == (2, 7, 3, 48, 56) and batch["masks"].shape == (2, 4, 7, 48, 56)
+    assert isinstance(batch["meta"], list) and len(batch["meta"]) == 2
+
+
+def test_fan_crop_is_cached_once_per_video(synth_root):
+    meta = DatasetCatalog.get("echo_synth_site_test")[0]
+    cache = meta["cache"]
+    y0, y1, x0, x1 = cache.crop_box
+    img = nib.load(cache.image_path)
+    assert cache.image().shape == (cache.num_frames, y1 - y0, x1 - x0)
+    raw = np.asarray(img.dataobj).transpose(2, 1, 0)
+    assert np.array_equal(cache.image()[3], raw[3, y0:y1, x0:x1])
+    assert (y1 - y0, x1 - x0) != raw.shape[1:]  # the side text was cropped away

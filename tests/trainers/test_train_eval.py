@@ -1,0 +1,116 @@
+"""End-to-end: train, evaluate, resume, refuse to overwrite, reproduce metrics from a checkpoint."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import main as cli
+from tests.conftest import TINY_OVERRIDES
+
+
+def run(config, out, *extra, mode="train_attmpt"):
+    return cli.main(["--config_file", str(config), "--trainer_mode", mode, "--output_dir", str(out),
+                     *TINY_OVERRIDES, *extra])
+
+
+def jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_train_writes_run_dir_and_eval_reproduces_logged_metrics(synth_root, tiny_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(tiny_config, out, "log.tensorboard=true") == 0
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert ckpts == ["model_0000002.pth", "model_best.pth", "model_final.pth"]
+    for f in ("config.yaml", "log.txt", "metrics.jsonl", "env.txt", "model_info.json"):
+        assert (out / f).is_file(), f
+    assert any((out / "tensorboard").iterdir())
+    ck = torch.load(out / "checkpoints" / "model_final.pth", weights_only=False)
+    assert {"model", "optimizer", "scheduler", "iteration", "rng", "sampler"} <= set(ck)
+    assert ck["iteration"] == 4 and ck["sampler"]["consumed"] == 8
+    info = json.loads((out / "model_info.json").read_text())
+    assert info["params"] > 1e5 and info["gflops_per_clip"] > 0
+    rows = jsonl(out / "metrics.jsonl")
+    assert [r["iteration"] for r in rows if "loss" in r] == [1, 2, 3, 4]
+    logged = [r for r in rows if "echo_synth_random_test/mDice" in r]
+    assert [r["iteration"] for r in logged] == [2, 4]
+    m = json.loads((out / "eval" / "echo_synth_random_test" / "metrics.json").read_text())
+    for k in ("mDice", "mIoU", "Dice_LV", "Dice_LA", "Dice_RA", "Dice_RV", "IoU_LV", "num_samples"):
+        assert k in m
+    assert m["iteration"] == 4 and 0.0 <= m["mDice"] <= 1.0
+    assert (out / "eval" / "echo_synth_random_test" / "per_video.csv").is_file()
+    assert "| echo_synth_random_test |" in capsys.readouterr().out
+
+    eval_out = tmp_path / "eval_run"
+    assert cli.main(["--trainer_mode", "eval", "--eval_path", str(out / "checkpoints" / "model_final.pth"),
+                     "--output_dir", str(eval_out)]) == 0
+    m2 = json.loads((eval_out / "eval" / "echo_synth_random_test" / "metrics.json").read_text())
+    assert m2["mDice"] == pytest.approx(logged[-1]["echo_synth_random_test/mDice"], abs=1e-9)
+    assert m2["num_samples"] == m["num_samples"]
+
+
+def test_eval_of_a_folder_runs_every_checkpoint_in_order(synth_root, tiny_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(tiny_config, out, "train.max_iter=2", "train.checkpoint_period=1", "train.eval_period=-1") == 0
+    capsys.readouterr()
+    assert cli.main(["--trainer_mode", "eval", "--eval_path", str(out / "checkpoints")]) == 0
+    text = capsys.readouterr().out
+    assert text.index("model_0000001.pth") < text.index("model_final.pth")
+    assert (out / "eval" / "model_0000001" / "echo_synth_random_test" / "metrics.json").is_file()
+    assert (out / "eval" / "model_final" / "echo_synth_random_test" / "metrics.json").is_file()
+
+
+def test_resume_after_crash_ends_with_identical_weights(synth_root, tiny_config, tmp_path, monkeypatch):
+    ref, crashed = tmp_path / "ref", tmp_path / "crashed"
+    assert run(tiny_config, ref, "train.max_iter=5", "train.eval_period=-1") == 0
+
+    from trainers.train_loop import Trainer
+
+    real_step = Trainer.run_step
+
+    def crash_at_4(self):
+        if self.iter == 3:
+            raise RuntimeError("simulated crash")
+        real_step(self)
+
+    monkeypatch.setattr(Trainer, "run_step", crash_at_4)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tiny_config, crashed, "train.max_iter=5", "train.eval_period=-1")
+    monkeypatch.setattr(Trainer, "run_step", real_step)
+    assert not (crashed / "checkpoints" / "model_final.pth").exists()
+    assert run(tiny_config, crashed, "train.max_iter=5", "train.eval_period=-1", mode="train_resume") == 0
+
+    a = torch.load(ref / "checkpoints" / "model_final.pth", weights_only=False)
+    b = torch.load(crashed / "checkpoints" / "model_final.pth", weights_only=False)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+    la = [r for r in jsonl(ref / "metrics.jsonl") if "loss" in r]
+    lb = {r["iteration"]: r for r in jsonl(crashed / "metrics.jsonl") if "loss" in r}
+    assert [r["loss"] for r in la] == [lb[r["iteration"]]["loss"] for r in la]
+
+
+def test_train_attmpt_refuses_existing_run_and_start_over_keeps_it(synth_root, tiny_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(tiny_config, out, "train.max_iter=1", "train.eval_period=-1") == 0
+    before = (out / "checkpoints" / "model_final.pth").read_bytes()
+    assert run(tiny_config, out, "train.max_iter=1", "train.eval_period=-1") == 1
+    err = capsys.readouterr().err.strip()
+    assert "already holds 1 checkpoint" in err and "--start_over" in err and len(err.splitlines()) == 1
+    assert (out / "checkpoints" / "model_final.pth").read_bytes() == before
+    assert run(tiny_config, out, "train.max_iter=1", "train.eval_period=-1", "--start_over") == 0
+    archived = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
+    assert len(archived) == 1 and (archived[0] / "checkpoints" / "model_final.pth").read_bytes() == before
+
+
+def test_resume_refuses_model_change_but_allows_max_iter(synth_root, tiny_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(tiny_config, out, "train.max_iter=2", "train.eval_period=-1") == 0
+    assert run(tiny_config, out, "train.max_iter=2", "train.eval_period=-1", "optim.base_lr=0.5",
+               mode="train_resume") == 1
+    assert "optim.base_lr" in capsys.readouterr().err
+    assert run(tiny_config, out, "train.max_iter=3", "train.eval_period=-1", mode="train_resume") == 0
+    assert torch.load(out / "checkpoints" / "model_final.pth", weights_only=False)["iteration"] == 3
