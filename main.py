@@ -107,7 +107,9 @@ def check_writable(run_dir: Path) -> None:
         raise UsageError(f"Run directory {run_dir} is not writable: {e.strerror or e}") from None
 
 
-def prepare_train_dir(run_dir: Path, mode: str, start_over: bool) -> None:
+def prepare_train_dir(run_dir: Path, mode: str, start_over: bool, main_process: bool = True) -> None:
+    """Refuse to start over an existing run (every rank checks, so all fail together); rank 0 moves it aside
+    with --start_over and checks that the directory is writable."""
     from core.checkpoint import list_checkpoints
 
     existing = list_checkpoints(run_dir)
@@ -117,11 +119,14 @@ def prepare_train_dir(run_dir: Path, mode: str, start_over: bool) -> None:
                 f"Run directory {run_dir} already holds {len(existing)} checkpoint(s) (newest {existing[-1].name}); "
                 f"use --trainer_mode train_resume to continue it, --output_dir for a new run, or --start_over to "
                 f"move it aside and start again")
+        if not main_process:
+            return
         stamp = time.strftime("%Y%m%d-%H%M%S")
         archived = run_dir.with_name(f"{run_dir.name}.old-{stamp}")
         run_dir.rename(archived)
         print(f"Moved the previous run to {archived}", flush=True)
-    check_writable(run_dir)
+    if main_process:
+        check_writable(run_dir)
 
 
 def check_resume_config(cfg, run_dir: Path) -> None:
@@ -167,8 +172,7 @@ def run_train(args, argv) -> None:
 
     cfg = load_config(args.config_file, args.overrides)
     run_dir = Path(args.output_dir) if args.output_dir else default_run_dir(args.config_file)
-    if comm.is_main_process():
-        prepare_train_dir(run_dir, args.trainer_mode, args.start_over)
+    prepare_train_dir(run_dir, args.trainer_mode, args.start_over, comm.is_main_process())
     comm.synchronize()
     setup_logger(run_dir, comm.get_rank())
     found = None

@@ -29,7 +29,7 @@ TINY_OVERRIDES = [
     "train.log_period=1", "optim.scheduler.warmup_iters=1", "data.num_workers=0", "data.eval_batch_size=4",
     "data.train_mapper.size=[64,64]", "data.eval_mapper.size=[64,64]", "data.eval_mapper.clip_len=5",
     "data.train_mapper.clip_len=3", "log.wandb.enabled=false", "log.tensorboard=false",
-    "data.evaluator.num_vis=1", "model.decoder_channels=[32,16,16,8]",
+    "data.evaluator.num_vis=1", "model.decoder_channels=[32,16,16,8,8]",
 ]
 
 

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from data_schedule.curation.fan_crop import fan_bbox
-
 CACHE_VERSION = 1
 
 
@@ -93,12 +91,17 @@ def load_video(image_path: str | Path, label_path: str | Path | None, num_classe
         info = json.loads(info_file.read_text())
         return CachedVideo(**{**info, "crop_box": tuple(info["crop_box"])})
 
+    from data_schedule.curation.fan_crop import fan_bbox
+
     image = _load_volume(image_path, "image")
     if image.dtype != np.uint8:
         raise DataError(f"image file {image_path}: expected uint8 pixels, got {image.dtype}")
     if image.shape[0] == 0 or not image.any():
         raise DataError(f"image file {image_path}: empty video (no non-zero pixels)")
-    y0, y1, x0, x1 = fan_bbox(image[0])
+    try:
+        y0, y1, x0, x1 = fan_bbox(image[0])
+    except ValueError as e:
+        raise DataError(f"image file {image_path}: {e}") from None
     annotated: list[int] = []
     label_frames = None
     if label_path is not None:

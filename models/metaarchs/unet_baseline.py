@@ -18,17 +18,22 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @MODELS.register()
 class UNetBaseline(nn.Module):
-    def __init__(self, num_classes: int = 4, encoder: str = "tu-mobilenetv3_small_100", encoder_depth: int = 4,
-                 decoder_channels: list[int] = (128, 64, 32, 16), norm: str = "batch",
+    def __init__(self, num_classes: int = 4, encoder: str = "tu-mobilenetv3_small_100", encoder_depth: int = 5,
+                 decoder_channels: list[int] = (128, 64, 32, 16, 16), norm: str = "batch",
                  loss: dict | None = None, pretrained_path: str | None = None):
         """
         num_classes: foreground classes K (background is added). encoder: smp/timm encoder name ("tu-<timm>").
+        encoder_depth: 5 uses every stage of the timm encoders we tried; smaller depths leave stages that
+            timm still builds but never runs (they would break DDP and inflate the parameter count).
         norm: "batch" or "group" (GroupNorm everywhere: batch-size independent, exact DDP equivalence on CPU).
         pretrained_path: optional local state dict for the encoder (nothing is downloaded).
         """
         super().__init__()
         if norm not in ("batch", "group"):
             raise ValueError(f"model.norm must be 'batch' or 'group', got {norm!r}")
+        if len(decoder_channels) != encoder_depth:
+            raise ValueError(f"model.decoder_channels needs one entry per encoder stage ({encoder_depth}), got "
+                             f"{list(decoder_channels)}")
         self.num_classes = num_classes
         self.net = smp.Unet(encoder_name=encoder, encoder_depth=encoder_depth, encoder_weights=None,
                             decoder_channels=list(decoder_channels), classes=num_classes + 1)

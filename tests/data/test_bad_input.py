@@ -113,7 +113,7 @@ def test_checkpoint_of_another_model_and_corrupt_checkpoint(synth_root, tiny_con
                      "--output_dir", str(tmp_path / "e1"), *TINY_OVERRIDES]) == 1
     assert "holds a 'LGRNet' model, but the config builds 'UNetBaseline'" in one_line(capsys.readouterr().err)
     assert cli.main(["--config_file", str(tiny_config), "--trainer_mode", "eval", "--eval_path", str(final),
-                     "--output_dir", str(tmp_path / "e2"), *TINY_OVERRIDES, "model.decoder_channels=[64,32,16,8]"]) == 1
+                     "--output_dir", str(tmp_path / "e2"), *TINY_OVERRIDES, "model.decoder_channels=[64,32,16,8,8]"]) == 1
     assert "does not fit model 'UNetBaseline'" in one_line(capsys.readouterr().err)
     broken = tmp_path / "broken.pth"
     broken.write_bytes(final.read_bytes()[:1000])
