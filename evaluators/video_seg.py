@@ -59,19 +59,21 @@ class VideoSegEvaluator:
             ``vis/*.mp4``; None writes nothing.
         num_samples: the dataset's size; when given, ``evaluate`` raises unless exactly that many distinct
             samples were processed (evaluation never skips silently).
-        num_vis: samples with ``sample_id < num_vis`` get an overlay video (only with ``output_dir``).
+        num_vis: samples with ``sample_id < num_vis`` get an overlay video (only with ``output_dir``), unless
+            ``vis_ids`` names the sample ids to visualise.
         vis_fps: frame rate of the overlay videos.
         colors: RGB colour per class for the overlays (default: red, green, blue, yellow, ...).
     """
 
     def __init__(self, dataset_name: str, class_names: list[str], output_dir: str | Path | None = None,
                  num_samples: int | None = None, num_vis: int = 3, vis_fps: int = 8,
-                 colors: list[tuple[int, int, int]] | None = None):
+                 colors: list[tuple[int, int, int]] | None = None, vis_ids: list[int] | None = None):
         self.dataset_name = dataset_name
         self.class_names = list(class_names)
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.num_samples = num_samples
         self.num_vis = num_vis
+        self.vis_ids = set(range(num_vis)) if vis_ids is None else set(vis_ids)
         self.vis_fps = vis_fps
         k = len(self.class_names)
         self.colors = [tuple(int(v) for v in c) for c in (colors or DEFAULT_COLORS)][:k]
@@ -106,7 +108,7 @@ class VideoSegEvaluator:
             self._records.append(dict(sample_id=sid, video_id=str(meta["video_id"]), site=str(meta.get("site", "")),
                                       frame_idx=int(meta["frame_idx"]), inter=inter, pred_area=pred_area,
                                       gt_area=gt_area))
-            if self.output_dir is not None and sid < self.num_vis:
+            if self.output_dir is not None and sid in self.vis_ids:
                 frames = (batch["video"][b].float().clamp(0, 1) * 255).round().to(torch.uint8)  # T×3×H×W
                 self._vis.append(dict(
                     sample_id=sid, video_id=str(meta["video_id"]), frame_idx=int(meta["frame_idx"]), clip_t=t,
@@ -213,8 +215,9 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 def render_overlay(frames: np.ndarray, pred: np.ndarray, gt: np.ndarray | None, scored_t: int,
                    class_names: list[str], colors: list[tuple[int, int, int]], alpha: float = 0.45,
-                   frame_indices: list[int] | None = None) -> np.ndarray:
-    """Overlay predicted labels on a grey clip.
+                   frame_indices: list[int] | None = None, min_size: int = 256) -> np.ndarray:
+    """Overlay predicted labels on a grey clip (upscaled so that its shorter side is at least ``min_size``,
+    keeping the legend readable for small model resolutions).
 
     frames: T×H×W×3 uint8 RGB; pred: T×H×W labels 0..K; gt: labels of frame ``scored_t`` at any size (resized
     nearest to H×W) or None; colors: RGB per class. Returns T×H×W×3 uint8 **BGR** (OpenCV order): predicted
@@ -222,6 +225,11 @@ def render_overlay(frames: np.ndarray, pred: np.ndarray, gt: np.ndarray | None, 
     ground-truth contours plus the word "annotated".
     """
     t_len, h, w = pred.shape
+    up = -(-min_size // min(h, w))
+    if up > 1:
+        h, w = h * up, w * up
+        frames = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in frames])
+        pred = np.stack([cv2.resize(p, (w, h), interpolation=cv2.INTER_NEAREST) for p in pred])
     grey = frames.astype(np.float32).mean(axis=-1, keepdims=True).repeat(3, axis=-1)  # T×H×W×3
     lut = np.zeros((len(class_names) + 1, 3), np.float32)
     lut[1:] = [c[::-1] for c in colors]  # RGB -> BGR

@@ -56,10 +56,12 @@ def evaluate_all(model: torch.nn.Module, cfg, eval_root: str | Path, device: tor
     for name in cfg.data.evaluate:
         loader = build_test_loader(name, cfg.data.eval_mapper, cfg.data.eval_batch_size, cfg.data.num_workers)
         out_dir = Path(eval_root) / name
+        metas = DatasetCatalog.get(name)
         evaluator = build(EVALUATORS, cfg.data.evaluator, dataset_name=name,
                           class_names=MetadataCatalog.get(name).classes,
                           colors=getattr(MetadataCatalog.get(name), "colors", None), output_dir=out_dir,
-                          num_samples=len(DatasetCatalog.get(name)))
+                          num_samples=len(metas),
+                          vis_ids=first_sample_per_video(metas, cfg.data.evaluator.get("num_vis", 3)))
         res = comm.broadcast_object(inference_on_dataset(model, loader, evaluator, device, cfg.train.amp))
         results[name] = res
         if extra_info and (out_dir / "metrics.json").exists():
@@ -67,6 +69,16 @@ def evaluate_all(model: torch.nn.Module, cfg, eval_root: str | Path, device: tor
         summary = "  ".join(f"{k} {v:.4f}" for k, v in res.items() if k.startswith(("mDice", "mIoU", "Dice_")))
         logger.info(f"[eval {name}] {summary}  (num_samples {res.get('num_samples')})")
     return results
+
+
+def first_sample_per_video(metas: list[dict], n: int) -> list[int]:
+    """Sample ids of the first sample of each of the first ``n`` videos (overlays show different videos)."""
+    seen: dict[str, int] = {}
+    for m in metas:
+        if len(seen) >= n:
+            break
+        seen.setdefault(m["video_id"], m["sample_id"])
+    return list(seen.values())
 
 
 def _annotate(path: Path, info: dict) -> None:

@@ -168,7 +168,7 @@ def test_overlay_video_written_and_readable(tmp_path):
             break
         frames.append(frame)
     cap.release()
-    assert len(frames) == t_len and frames[0].shape == (24, 32, 3)
+    assert len(frames) == t_len and frames[0].shape == (24 * 11, 32 * 11, 3)  # upscaled to a 256+ short side
 
 
 # ---- two processes (gloo) -------------------------------------------------------------------------------------
