@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-TINY_SYNTH = dict(seed=0, videos_per_site=3, size_scale=0.5, frames=(16, 24), annotated_frames=(3, 4))
+TINY_SYNTH = dict(seed=0, videos_per_site=3, size_scale=0.5, frames=(16, 24), annotated_frames=(2, 4))
 
 
 @pytest.fixture(scope="session")

@@ -56,7 +56,11 @@ class UNetBaseline(nn.Module):
         has_ann = batch["has_ann"]  # B×T
         frames = batch["video"][has_ann]  # N×3×H×W (annotated frames only)
         target = masks_to_labels(batch["masks"]).flatten(0, 1)[has_ann.flatten()]  # N×H×W
-        return self.criterion(self._logits(frames), target)
+        # Each clip weighs 1/B, shared by its annotated frames: the loss is the mean of per-clip losses, so DDP's
+        # gradient average over W processes equals one process with the W-times larger batch.
+        per_clip = has_ann.sum(1, keepdim=True).clamp(min=1).float() * has_ann.shape[0]  # B×1
+        weights = (1.0 / per_clip).expand_as(has_ann)[has_ann]  # N
+        return self.criterion(self._logits(frames), target, weights)
 
     @torch.no_grad()
     def predict(self, batch: dict) -> dict[str, torch.Tensor]:
