@@ -19,11 +19,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
-MODES = ("train_attmpt", "train_resume", "eval")
+MODES = ("train_attmpt", "train_resume", "eval", "check_data")
 # train_resume may change these keys (they do not alter the model, the data or the optimisation so far).
 RESUME_SAFE_KEYS = ("train.max_iter", "train.eval_period", "train.checkpoint_period", "train.keep_last",
                     "train.log_period", "train.best_checkpoint", "data.evaluate", "data.num_workers",
-                    "data.eval_batch_size", "data.evaluator", "data.roots", "log")
+                    "data.eval_batch_size", "data.evaluator", "data.roots", "data.bad_sample_policy",
+                    "train.nonfinite", "log")
 
 logger = logging.getLogger("medvidseg")
 
@@ -45,7 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--trainer_mode", default="train_attmpt", choices=MODES + ("train_attempt",),
                    help="train_attmpt: start a new run (refused if the run directory already holds checkpoints); "
                         "train_resume: continue from the newest valid checkpoint of the run; "
-                        "eval: evaluate --eval_path. Default: train_attmpt.")
+                        "eval: evaluate --eval_path; check_data: scan the config's datasets and report every "
+                        "problem file (exit 1 if any) before spending GPU hours. Default: train_attmpt.")
     p.add_argument("--eval_path", help="eval mode: a checkpoint file, or a folder whose checkpoints are all "
                                        "evaluated in iteration order (a run directory works too).")
     p.add_argument("--output_dir", help="run directory (default: output/<config path under configs/ without .py>; "
@@ -54,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="train_attmpt in a run directory that already holds checkpoints: move the old run aside "
                         "to <run>.old-<timestamp> (nothing is deleted) and start a new run.")
     p.add_argument("overrides", nargs="*", help="config overrides key.path=value")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # overrides may come before, between or after the flags
     if args.trainer_mode == "train_attempt":
         args.trainer_mode = "train_attmpt"
     if args.trainer_mode != "eval" and not args.config_file:
@@ -107,6 +109,19 @@ def check_writable(run_dir: Path) -> None:
         raise UsageError(f"Run directory {run_dir} is not writable: {e.strerror or e}") from None
 
 
+def check_disk_space(run_dir: Path, model, keep: int) -> None:
+    """Refuse to start when the run directory's disk cannot hold a few checkpoints (weights + two AdamW
+    moments each) plus room for logs and evaluation outputs."""
+    import shutil
+
+    ckpt_bytes = 3 * sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    needed = (max(keep, 2) + 1) * ckpt_bytes + 256 * 2**20
+    free = shutil.disk_usage(run_dir).free
+    if free < needed:
+        raise UsageError(f"Not enough free disk space for run directory {run_dir}: {free / 2**20:.0f} MiB free, "
+                         f"about {needed / 2**20:.0f} MiB needed for checkpoints and outputs")
+
+
 def prepare_train_dir(run_dir: Path, mode: str, start_over: bool, main_process: bool = True) -> None:
     """Refuse to start over an existing run (every rank checks, so all fail together); rank 0 moves it aside
     with --start_over and checks that the directory is writable."""
@@ -156,10 +171,11 @@ def results_table(results: dict[str, dict], title: str = "") -> str:
 
 
 def set_roots(cfg) -> None:
-    from data_schedule.registers.cardiac_udc import set_root
+    from data_schedule.registers.cardiac_udc import set_bad_sample_policy, set_root
 
     for family, path in (cfg.data.get("roots") or {}).items():
         set_root(family, path)
+    set_bad_sample_policy(cfg.data.get("bad_sample_policy", "error"))
 
 
 def run_train(args, argv) -> None:
@@ -188,6 +204,8 @@ def run_train(args, argv) -> None:
         write_env_info(run_dir, argv)
     logger.info(f"Run directory: {run_dir}")
     trainer = Trainer(cfg, run_dir)
+    if comm.is_main_process():
+        check_disk_space(run_dir, trainer.model, int(cfg.train.keep_last))
     if found is not None:
         trainer.load_checkpoint_state(found[1], found[0])
     if comm.is_main_process():
@@ -256,6 +274,16 @@ def run_eval(args, argv) -> None:
         print(results_table(rows, "All checkpoints:"), flush=True)
 
 
+def run_check_data(args, argv) -> int:
+    from core.config import load_config
+    from data_schedule.check_data import check_config_datasets
+
+    cfg = load_config(args.config_file, args.overrides)
+    text, problems = check_config_datasets(cfg)
+    print(text, flush=True)
+    return 1 if problems else 0
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv if argv is None else ["main.py", *argv])
     args = parse_args(argv[1:])
@@ -270,6 +298,8 @@ def main(argv=None) -> int:
 
     comm.init_distributed()
     try:
+        if args.trainer_mode == "check_data":
+            return run_check_data(args, argv)
         (run_eval if args.trainer_mode == "eval" else run_train)(args, argv)
     except (UsageError, ConfigError, DataError, CheckpointError, FileNotFoundError, FloatingPointError,
             KeyError, ValueError) as e:

@@ -40,6 +40,15 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
     return path
 
 
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete temporary files left by a process killed while writing a checkpoint (never a finished file)."""
+    stale = sorted(Path(folder).glob(".model_*.tmp")) if Path(folder).is_dir() else []
+    for p in stale:
+        logger.warning(f"Removing a partial checkpoint left by an interrupted write: {p}")
+        p.unlink()
+    return stale
+
+
 def checkpoint_iteration(path: Path) -> int:
     """Iteration encoded in a checkpoint's name; ``model_final.pth`` sorts last."""
     m = _ITER_RE.search(path.name)

@@ -10,6 +10,7 @@ from core import comm
 from core.catalog import DatasetCatalog, MetadataCatalog
 from core.registry import MAPPERS, build
 from data_schedule.samplers import InferenceSampler, TrainingSampler
+from data_schedule.sources.nifti import DataError
 
 _STACK_KEYS = ("video", "masks", "has_ann", "frame_idx")
 
@@ -26,19 +27,40 @@ def collate(samples: list[dict]) -> dict[str, Any]:
 
 class MappedDataset(Dataset):
     """metas + mapper. Items are dataset indices (eval) or ``(stream_position, index)`` pairs (train), the
-    position seeding the mapper's randomness together with ``seed``."""
+    position seeding the mapper's randomness together with ``seed``.
 
-    def __init__(self, metas: list[dict], mapper, seed: int = 0):
-        self.metas, self.mapper, self.seed = metas, mapper, seed
+    ``skip_bad`` (training only): a sample whose reading fails is replaced by the next index's sample (so the
+    batch keeps its size and the run stays deterministic), and the failure is reported in the sample's
+    ``skipped`` list for the trainer to count. Evaluation items never skip: errors propagate.
+    """
+
+    def __init__(self, metas: list[dict], mapper, seed: int = 0, skip_bad: bool = False):
+        self.metas, self.mapper, self.seed, self.skip_bad = metas, mapper, seed, skip_bad
 
     def __len__(self) -> int:
         return len(self.metas)
 
     def __getitem__(self, item):
-        if isinstance(item, tuple):
-            pos, idx = item
-            return self.mapper(self.metas[idx], seed=(self.seed * 1_000_003 + pos) % 2**63)
-        return self.mapper(self.metas[item])
+        if not isinstance(item, tuple):
+            return self.mapper(self.metas[item])
+        pos, idx = item
+        seed = (self.seed * 1_000_003 + pos) % 2**63
+        skipped = []
+        for attempt in range(len(self.metas)):
+            meta = self.metas[(idx + attempt) % len(self.metas)]
+            try:
+                sample = self.mapper(meta, seed=seed)
+            except (DataError, OSError, ValueError) as e:
+                where = getattr(meta.get("cache"), "image_path", meta.get("video_id"))
+                if not self.skip_bad:
+                    raise DataError(f"Cannot read training sample {meta.get('video_id')} frame "
+                                    f"{meta.get('frame_idx')} ({where}): {e}") from None
+                skipped.append((str(where), str(e)))
+                continue
+            if self.skip_bad:
+                sample["skipped"] = skipped
+            return sample
+        raise DataError(f"Every training sample failed to load; first error: {skipped[0][1]}")
 
 
 def get_metas(names: list[str]) -> list[dict]:
@@ -55,7 +77,7 @@ def _worker_init(_):
 
 
 def build_train_loader(names: list[str], mapper_cfg: dict, batch_size: int, num_workers: int, seed: int,
-                       start: int = 0) -> DataLoader:
+                       start: int = 0, skip_bad: bool = False) -> DataLoader:
     """Endless loader of per-rank batches. ``batch_size`` is the total over ranks; ``start`` = items already
     consumed by this rank (resume)."""
     world = comm.get_world_size()
@@ -64,7 +86,7 @@ def build_train_loader(names: list[str], mapper_cfg: dict, batch_size: int, num_
     metas = get_metas(names)
     mapper = build(MAPPERS, mapper_cfg, num_classes=len(MetadataCatalog.get(names[0]).classes))
     sampler = TrainingSampler(len(metas), seed, comm.get_rank(), world, start=start)
-    return DataLoader(MappedDataset(metas, mapper, seed), batch_size=batch_size // world, sampler=sampler,
+    return DataLoader(MappedDataset(metas, mapper, seed, skip_bad), batch_size=batch_size // world, sampler=sampler,
                       num_workers=num_workers, collate_fn=collate, worker_init_fn=_worker_init,
                       persistent_workers=False, prefetch_factor=4 if num_workers else None,
                       generator=torch.Generator().manual_seed(seed))  # keeps the global RNG untouched

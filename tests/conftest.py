@@ -40,3 +40,14 @@ def tiny_config(tmp_path) -> Path:
     path = tmp_path / "tiny_unet.py"
     path.write_text(f'_base_ = ["{repo}/configs/cardiac/unet_tiny.py"]\n')
     return path
+
+
+@pytest.fixture(autouse=True)
+def _reset_dataset_roots():
+    """Runs set dataset roots/policies from their configs; give every test the defaults back."""
+    yield
+    from data_schedule.registers import cardiac_udc
+
+    cardiac_udc.set_root("echo_synth", None)
+    cardiac_udc.set_root("cardiac_udc", None)
+    cardiac_udc.set_bad_sample_policy("error")

@@ -19,7 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from core import comm
-from core.checkpoint import check_model_matches, get_rng_state, set_rng_state
+from core.checkpoint import check_model_matches, get_rng_state, remove_stale_temp_files, set_rng_state
 from core.events import JSONWriter, TensorboardWriter, WandbWriter
 from core.registry import MODELS, build
 from data_schedule.build import build_train_loader
@@ -63,6 +63,10 @@ class Trainer:
         self.rng_state: dict | None = None
         self.latest_eval: dict | None = None
         self.step_scalars: dict[str, float] = {}
+        self.skipped_steps = 0  # non-finite steps dropped under train.nonfinite.policy=skip
+        self.skipped_samples, self.bad_files = 0, set()  # under data.bad_sample_policy=skip
+        if tc.nonfinite.policy not in ("error", "skip"):
+            raise ValueError(f"train.nonfinite.policy must be 'error' or 'skip', got {tc.nonfinite.policy!r}")
         self.writers: list = []
         self.hooks = self._default_hooks()
 
@@ -95,6 +99,7 @@ class Trainer:
             "sampler": {"consumed": done * self.accum * self.per_rank_batch, "seed": int(self.cfg.train.seed),
                         "world_size": comm.get_world_size()},
             "hooks": {type(h).__name__: h.state_dict() for h in self.hooks},
+            "skipped_steps": self.skipped_steps,
             "model_name": self.cfg.model.name,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
@@ -111,6 +116,7 @@ class Trainer:
             raise ValueError(f"Checkpoint {path} was written by {saved_world} processes; resuming with "
                              f"{comm.get_world_size()} would change the data order")
         self.rng_state = ckpt["rng"]
+        self.skipped_steps = int(ckpt.get("skipped_steps", 0))
         for h in self.hooks:
             h.load_state_dict(ckpt.get("hooks", {}).get(type(h).__name__, {}))
         logger.info(f"Resumed from {path} at iteration {self.start_iter}")
@@ -124,9 +130,10 @@ class Trainer:
         if not comm.is_main_process():
             return
         log = self.cfg.log
-        self.writers.append(JSONWriter(self.run_dir / "metrics.jsonl"))
+        resume_from = self.start_iter if self.start_iter > 0 else None
+        self.writers.append(JSONWriter(self.run_dir / "metrics.jsonl", resume_from))
         if log.tensorboard:
-            self.writers.append(TensorboardWriter(self.run_dir / "tensorboard"))
+            self.writers.append(TensorboardWriter(self.run_dir / "tensorboard", resume_from))
         if log.wandb.enabled:
             id_file = self.run_dir / "wandb_id.txt"
             run_id = id_file.read_text().strip() if id_file.exists() else None
@@ -147,8 +154,11 @@ class Trainer:
         dc = self.cfg.data
         loader = build_train_loader(list(dc.train), dc.train_mapper, int(self.cfg.train.batch_size),
                                     int(dc.num_workers), int(self.cfg.train.seed),
-                                    start=self.start_iter * self.accum * self.per_rank_batch)
+                                    start=self.start_iter * self.accum * self.per_rank_batch,
+                                    skip_bad=dc.bad_sample_policy == "skip")
         self._data = iter(loader)
+        if comm.is_main_process():
+            remove_stale_temp_files(self.ckpt_dir)
         if self.rng_state is not None:
             set_rng_state(self.rng_state)  # after building the loader: exactly where the checkpoint left off
         self._open_writers()
@@ -163,6 +173,7 @@ class Trainer:
                 self.run_step()
                 self._call("after_step")
             self._call("after_train")
+            self._report_skipped()
         finally:
             for w in self.writers:
                 w.close()
@@ -172,9 +183,13 @@ class Trainer:
         tc = self.cfg.train
         t0 = time.perf_counter()
         data_time, totals = 0.0, {}
+        # under the skip policy a dropped step must not leave its mark in buffers (e.g. BatchNorm statistics)
+        buffers = ({k: b.clone() for k, b in self.model.named_buffers()}
+                   if tc.nonfinite.policy == "skip" else None)
         for micro in range(self.accum):
             td = time.perf_counter()
             batch = to_device(next(self._data), self.device)
+            self._count_skipped(batch)
             data_time += time.perf_counter() - td
             last = micro == self.accum - 1
             sync = self.ddp_model.no_sync() if (self.ddp_model is not self.model and not last) \
@@ -187,12 +202,22 @@ class Trainer:
             for k, v in losses.items():
                 totals[k] = totals.get(k, 0.0) + float(v.detach()) / self.accum
         total = sum(totals.values())
-        if not math.isfinite(total):
-            terms = ", ".join(f"{k}={v:.4g}" for k, v in totals.items())
-            raise FloatingPointError(f"Non-finite loss at iteration {self.iter + 1}: {terms}; last good "
-                                     f"checkpoint left in {self.ckpt_dir}")
+        if self.ddp_model is not self.model:  # every rank must take the same decision
+            flag = torch.tensor([0.0 if math.isfinite(total) else 1.0], device=self.device)
+            torch.distributed.all_reduce(flag)
+            finite = flag.item() == 0
+        else:
+            finite = math.isfinite(total)
         group = self.optimizer.param_groups[0]
         lr = group["lr"] / group.get("lr_mult", 1.0)  # base LR of this step (before multipliers)
+        if not finite:
+            self._nonfinite_step(totals)
+            with torch.no_grad():
+                for k, b in self.model.named_buffers():
+                    b.copy_(buffers[k])
+            self.step_scalars = {"loss": total, **totals, "lr": lr, "time": time.perf_counter() - t0,
+                                 "data_time": data_time, "skipped_steps": self.skipped_steps}
+            return
         self.scaler.unscale_(self.optimizer)
         if tc.clip_grad.max_norm:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_grad.max_norm,
@@ -203,6 +228,44 @@ class Trainer:
         self.scheduler.step()
         self.step_scalars = {"loss": total, **totals, "lr": lr, "time": time.perf_counter() - t0,
                              "data_time": data_time}
+        if self.skipped_steps:
+            self.step_scalars["skipped_steps"] = self.skipped_steps
+
+    def _count_skipped(self, batch: dict) -> None:
+        """Log each bad training file once (data.bad_sample_policy=skip) and count the replaced samples."""
+        for skipped in batch.get("skipped", []):
+            for path, reason in skipped:
+                self.skipped_samples += 1
+                if path not in self.bad_files:
+                    self.bad_files.add(path)
+                    logger.warning(f"Skipped a bad training sample from {path}: {reason}")
+
+    def _nonfinite_step(self, totals: dict[str, float]) -> None:
+        """Policy for a non-finite loss (``train.nonfinite``): "error" stops (the last checkpoint is untouched);
+        "skip" drops this step's update (weights and optimizer state unchanged, the LR schedule moves on)
+        and stops once more than ``max_skips`` steps were dropped."""
+        policy = self.cfg.train.nonfinite
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in totals.items())
+        where = f"Non-finite loss at iteration {self.iter + 1}: {terms}"
+        if policy.policy != "skip":
+            raise FloatingPointError(f"{where}; last good checkpoint left in {self.ckpt_dir} "
+                                     f"(train.nonfinite.policy=skip drops such steps instead)")
+        self.skipped_steps += 1
+        if self.skipped_steps > policy.max_skips:
+            raise FloatingPointError(f"{where}; {self.skipped_steps} steps skipped, more than "
+                                     f"train.nonfinite.max_skips={policy.max_skips}")
+        logger.warning(f"{where}; step skipped ({self.skipped_steps} so far)")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    def _report_skipped(self) -> None:
+        from data_schedule.registers.cardiac_udc import SKIPPED
+
+        if SKIPPED or self.skipped_samples:
+            logger.warning(f"Bad data skipped (data.bad_sample_policy=skip): {len(SKIPPED)} video(s) left out of "
+                           f"the training lists, {self.skipped_samples} training sample(s) replaced "
+                           f"({len(self.bad_files)} file(s)): "
+                           f"{', '.join(sorted({p for p, _ in SKIPPED} | self.bad_files))}")
 
     def run_evaluation(self) -> dict:
         done = self.iter + 1

@@ -8,4 +8,6 @@ data = dict(
     train_mapper=dict(name="ClipTrainMapper", clip_len=7, size=[128, 128], frame_sampler=dict(name="centered")),
     eval_mapper=dict(name="ClipEvalMapper", clip_len=11, size=[128, 128], frame_sampler=dict(name="centered")),
     evaluator=dict(name="VideoSegEvaluator", num_vis=3),
+    bad_sample_policy="error",  # a corrupt training video/sample: "error" stops naming it, "skip" leaves it out
+
 )

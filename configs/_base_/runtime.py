@@ -11,6 +11,7 @@ train = dict(
     clip_grad=dict(max_norm=1.0, norm_type=2.0),      # max_norm=0: no clipping
     amp=dict(enabled=True, dtype="float16", cpu_bf16=False),  # AMP on CUDA; bf16 autocast on CPU if cpu_bf16
     log_period=20,
+    nonfinite=dict(policy="error", max_skips=10),  # non-finite loss: "error" stops, "skip" drops the step
     find_unused_parameters=False,
 )
 optim = dict(

@@ -86,18 +86,44 @@ def list_videos(root: Path, sites: list[str]) -> list[dict]:
     return out
 
 
-def _decode(entries: list[dict]) -> list[dict]:
+# What to do with a video that cannot be read or fails validation while building a *training* list:
+# "error" (default) raises naming the file; "skip" leaves the video out, logs it and records it in SKIPPED.
+# Evaluation lists never skip. Set from cfg.data.bad_sample_policy by main.
+_BAD_SAMPLE_POLICY = {"policy": "error"}
+SKIPPED: list[tuple[str, str]] = []  # (file, reason) of videos left out under "skip"
+
+
+def set_bad_sample_policy(policy: str) -> None:
+    if policy not in ("error", "skip"):
+        raise ValueError(f"data.bad_sample_policy must be 'error' or 'skip', got {policy!r}")
+    if _BAD_SAMPLE_POLICY["policy"] != policy or policy == "skip":
+        # lists built under the other policy (or whose skips were already reported) are rebuilt
+        _BAD_SAMPLE_POLICY["policy"] = policy
+        DatasetCatalog.clear_cache()
+    SKIPPED.clear()
+
+
+def _decode(entries: list[dict], may_skip: bool = False) -> list[dict]:
     """Attach the decoded/cached video (frames, annotated frames, crop box) to each entry."""
     out = []
     for e in entries:
-        v = load_video(e["image_path"], e["label_path"], num_classes=len(CLASSES))
+        try:
+            v = load_video(e["image_path"], e["label_path"], num_classes=len(CLASSES))
+        except DataError as err:
+            if not (may_skip and _BAD_SAMPLE_POLICY["policy"] == "skip"):
+                raise
+            logger.warning(f"Skipping a bad training video (data.bad_sample_policy=skip): {err}")
+            SKIPPED.append((e["image_path"], str(err)))
+            continue
         out.append({**e, "video_id": f"{e['site']}/{e['video']}", "num_frames": v.num_frames,
                     "annotated_frames": v.annotated_frames, "cache": v})
     return out
 
 
 def random_split(videos: list[dict], part: str) -> list[dict]:
-    labelled = sorted((v for v in videos if v["annotated_frames"]), key=lambda v: v["video_id"])
+    """Seeded 80/20 split of the videos that have a label file. It uses file names only (no decoding), so
+    the split does not change when a bad video is skipped or data is added to other sites' folders later."""
+    labelled = sorted((v for v in videos if v["label_path"]), key=lambda v: f"{v['site']}/{v['video']}")
     perm = np.random.default_rng(RANDOM_SPLIT_SEED).permutation(len(labelled))
     n_train = int(round(RANDOM_TRAIN_FRACTION * len(labelled)))
     idx = perm[:n_train] if part == "train" else perm[n_train:]
@@ -121,15 +147,16 @@ def unlabeled_samples(videos: list[dict]) -> list[dict]:
 
 def load_split(prefix: str, split: str, part: str) -> list[dict]:
     root = dataset_root(prefix)
+    train = part in ("train", None)
     if split == "site":
-        videos = _decode(list_videos(root, SITE_SPLIT[part]))
+        videos = _decode(list_videos(root, SITE_SPLIT[part]), may_skip=train)
         videos = [v for v in videos if v["annotated_frames"]]
         samples = annotated_samples(videos)
     elif split == "random":
-        videos = random_split(_decode(list_videos(root, [s for s in SITES if s != "Site_R_73"])), part)
-        samples = annotated_samples(videos)
+        entries = random_split(list_videos(root, [s for s in SITES if s != "Site_R_73"]), part)
+        samples = annotated_samples(_decode(entries, may_skip=train))
     else:  # unlabeled
-        samples = unlabeled_samples(_decode(list_videos(root, SITES)))
+        samples = unlabeled_samples(_decode(list_videos(root, SITES), may_skip=True))
     if not samples:
         raise DataError(f"Dataset {prefix}_{split}_{part} under {root} has no samples")
     for i, s in enumerate(samples):

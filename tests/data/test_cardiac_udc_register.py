@@ -42,8 +42,9 @@ def test_random_split_is_seeded_80_20_over_labelled_videos(synth_root):
     labelled = set(labelled_videos(synth_root, [s for s in reg.SITES if s != "Site_R_73"]))
     assert train | test == labelled and not train & test
     assert len(train) == round(0.8 * len(labelled))
-    again = reg.random_split([{"video_id": v, "annotated_frames": [1]} for v in sorted(labelled)], "test")
-    assert {v["video_id"] for v in again} == test
+    entries = [dict(site=v.split("/")[0], video=v.split("/")[1], label_path="x") for v in sorted(labelled)]
+    again = reg.random_split(entries[::-1], "test")  # order of the listing does not matter
+    assert {f"{e['site']}/{e['video']}" for e in again} == test
 
 
 def test_unlabeled_split_has_every_frame_of_every_video(synth_root):
