@@ -1,4 +1,6 @@
 # Two commands do all set-up: `make demo` and `make test` (each creates .venv on first use).
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,8 +10,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements.txt 2>&1 | { grep -v "^WARNING: Location .* is ignored" || true; }
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -64,7 +64,7 @@ def evaluate_all(model: torch.nn.Module, cfg, eval_root: str | Path, device: tor
                           vis_ids=first_sample_per_video(metas, cfg.data.evaluator.get("num_vis", 3)))
         res = comm.broadcast_object(inference_on_dataset(model, loader, evaluator, device, cfg.train.amp))
         results[name] = res
-        if extra_info and (out_dir / "metrics.json").exists():
+        if extra_info and comm.is_main_process() and (out_dir / "metrics.json").exists():
             _annotate(out_dir / "metrics.json", extra_info)
         summary = "  ".join(f"{k} {v:.4f}" for k, v in res.items() if k.startswith(("mDice", "mIoU", "Dice_")))
         logger.info(f"[eval {name}] {summary}  (num_samples {res.get('num_samples')})")
@@ -84,6 +84,6 @@ def first_sample_per_video(metas: list[dict], n: int) -> list[int]:
 def _annotate(path: Path, info: dict) -> None:
     data = json.loads(path.read_text())
     data.update(info)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
     os.replace(tmp, path)
