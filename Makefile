@@ -17,7 +17,8 @@ venv: $(STAMP)
 
 # Generate the embedded synthetic dataset (also happens automatically on first use).
 data: $(STAMP)
-	$(PY) tools/make_echo_synth.py --root datasets/echo_synth
+	@test -d datasets/echo_synth/cardiacUDC_dataset && echo "datasets/echo_synth already exists" || \
+		$(PY) tools/make_echo_synth.py --root datasets/echo_synth
 
 # Train + evaluate the default config on the embedded data (CPU), then print the results table.
 demo: $(STAMP)

@@ -3,7 +3,7 @@
 write the labels in the dataset's own format; score the annotated frames when a label file exists.
 
     python tools/segment_video.py --eval_path output/demo/checkpoints/model_final.pth \
-        --video datasets/echo_synth/cardiacUDC_dataset/Site_G_29/patient-4-4_image.nii.gz [--window 16 --overlap 4]
+        --video datasets/echo_synth/cardiacUDC_dataset/Site_G_29/patient-12-4_image.nii.gz [--window 16 --overlap 4]
 
 Writes ``<out_dir>/<video>_pred.nii.gz`` (int8, same (W, H, T) layout and size as the input; outside the fan crop
 is background) and prints per-class Dice over the annotated frames of ``<video>_label.nii.gz`` if present.
