@@ -19,7 +19,7 @@ import main as cli
 from tests.conftest import TINY_OVERRIDES
 
 REPO = Path(__file__).resolve().parents[2]
-FAULT = [*TINY_OVERRIDES, "train.max_iter=6", "train.checkpoint_period=1", "train.eval_period=-1"]
+FAULT = [*TINY_OVERRIDES, "train.max_iter=12", "train.checkpoint_period=1", "train.eval_period=-1"]
 pytestmark = pytest.mark.slow
 
 
@@ -50,7 +50,7 @@ def assert_same_final(a: Path, b: Path) -> None:
     for i, st in ca["optimizer"]["state"].items():
         for name, t in st.items():
             assert torch.equal(t, cb["optimizer"]["state"][i][name]), (i, name)
-    assert ca["scheduler"] == cb["scheduler"] and ca["iteration"] == cb["iteration"] == 6
+    assert ca["scheduler"] == cb["scheduler"] and ca["iteration"] == cb["iteration"] == 12
     assert losses(a) == losses(b)
 
 
@@ -127,13 +127,13 @@ def test_truncated_newest_checkpoint_is_skipped_with_a_warning(reference, tmp_pa
     out = tmp_path / "run"
     shutil.copytree(ref, out)
     (out / "checkpoints" / "model_final.pth").unlink()
-    newest = out / "checkpoints" / "model_0000005.pth"
+    newest = out / "checkpoints" / "model_0000011.pth"
     newest.write_bytes(newest.read_bytes()[:5000])
     proc = run_sub(cmd(cfg, out, "train_resume"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     log = (out / "log.txt").read_text()
-    assert "Skipping unusable checkpoint" in log and "model_0000005.pth is corrupt or truncated" in log
-    assert "Resumed from" in log and "model_0000004.pth at iteration 4" in log
+    assert "Skipping unusable checkpoint" in log and "model_0000011.pth is corrupt or truncated" in log
+    assert "Resumed from" in log and "model_0000010.pth at iteration 10" in log
     assert_same_final(ref, out)
 
 
