@@ -226,13 +226,13 @@ def run_train(args, argv) -> None:
 
 def run_eval(args, argv) -> None:
     from core import comm
-    from core.checkpoint import CheckpointError, checkpoint_iteration, list_checkpoints, load_checkpoint
+    from core.checkpoint import (CheckpointError, check_model_matches, checkpoint_iteration, list_checkpoints,
+                                 load_checkpoint)
     from core.config import apply_overrides, load_config
     from core.logger import setup_logger
     from omegaconf import OmegaConf
     from trainers.evaluation import evaluate_all
     from trainers.train_loop import build_model, default_device
-    from core.checkpoint import check_model_matches
 
     path = Path(args.eval_path)
     if path.is_dir():

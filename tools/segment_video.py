@@ -28,7 +28,6 @@ def main(argv=None) -> int:
 
     import nibabel as nib
     import numpy as np
-    import torch
     from omegaconf import OmegaConf
 
     import models  # noqa: F401

@@ -10,9 +10,7 @@ import datetime
 import logging
 import math
 import time
-import weakref
 from collections import defaultdict
-from pathlib import Path
 
 from core import comm
 from core.checkpoint import list_checkpoints, save_atomic
