@@ -1,2 +1,2 @@
 """Models: meta-architectures (one file per method) built from reusable backbones, heads, losses and ops."""
-from . import losses, metaarchs  # noqa: F401
+from . import backbones, decoders, encoders, losses, metaarchs  # noqa: F401

@@ -32,3 +32,73 @@ def masks_to_labels(masks: torch.Tensor) -> torch.Tensor:
     k = masks.shape[1]
     weights = torch.arange(1, k + 1, device=masks.device).view(1, k, *([1] * (masks.dim() - 2)))
     return (masks.long() * weights).amax(1)
+
+
+def sine_embed(pos: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """Transformer sine/cosine embedding of scalar positions: (...,) float -> (..., dim), dim even."""
+    if dim % 2:
+        raise ValueError(f"sine embedding dimension must be even, got {dim}")
+    freq = temperature ** (2 * torch.div(torch.arange(dim // 2, device=pos.device), 1, rounding_mode="floor")
+                           .float() / dim)
+    x = pos.float().unsqueeze(-1) / freq  # (..., dim/2)
+    return torch.stack([x.sin(), x.cos()], -1).flatten(-2)
+
+
+def sine_pos_2d(h: int, w: int, dim: int, device=None) -> torch.Tensor:
+    """DETR-style normalised 2D sine position embedding: (h·w, dim) in row-major order (y then x halves)."""
+    scale = 2 * math.pi
+    ys = (torch.arange(h, device=device).float() + 0.5) / h * scale
+    xs = (torch.arange(w, device=device).float() + 0.5) / w * scale
+    half = dim // 2
+    ey = sine_embed(ys, half)[:, None, :].expand(h, w, half)
+    ex = sine_embed(xs, dim - half)[None, :, :].expand(h, w, dim - half)
+    return torch.cat([ey, ex], -1).reshape(h * w, dim)
+
+
+def sine_pos_3d(t: int, h: int, w: int, dim: int, device=None) -> torch.Tensor:
+    """Normalised 3D (time, y, x) sine embedding: (t·h·w, dim), t-major. Split dim as t: dim - 2·(dim//3 rounded
+    to even), y and x: dim//3 rounded down to even each."""
+    scale = 2 * math.pi
+    dyx = (dim // 3) // 2 * 2
+    dt = dim - 2 * dyx
+    ts = (torch.arange(t, device=device).float() + 0.5) / t * scale
+    ys = (torch.arange(h, device=device).float() + 0.5) / h * scale
+    xs = (torch.arange(w, device=device).float() + 0.5) / w * scale
+    et = sine_embed(ts, dt)[:, None, None].expand(t, h, w, dt)
+    ey = sine_embed(ys, dyx)[None, :, None].expand(t, h, w, dyx)
+    ex = sine_embed(xs, dyx)[None, None, :].expand(t, h, w, dyx)
+    return torch.cat([et, ey, ex], -1).reshape(t * h * w, dim)
+
+
+class MLP(nn.Module):
+    """Linear layers with ReLU between them: in -> hidden (× num_layers-1) -> out."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int):
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = torch.relu(x)
+        return x
+
+
+class FFN(nn.Module):
+    """Post-norm feed-forward block: x + drop(W2 act(W1 x)), then LayerNorm."""
+
+    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden_dim), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                                 nn.Linear(hidden_dim, dim), nn.Dropout(dropout))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.net(x))
+
+
+def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
+    """GroupNorm with the largest group count <= max_groups that divides ``channels``."""
+    return nn.GroupNorm(math.gcd(channels, max_groups), channels)

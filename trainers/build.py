@@ -17,7 +17,8 @@ OPTIMIZERS.register(torch.optim.SGD)
 def param_groups(model: nn.Module, base_lr: float, weight_decay: float, lr_multipliers: dict[str, float],
                  no_decay_norm_bias: bool = True) -> list[dict]:
     """One group per (lr multiplier, decay) pair. A parameter's multiplier comes from the longest prefix of its
-    name in ``lr_multipliers`` (e.g. {"net.encoder": 0.1}); biases and 1-D (norm) weights get no decay."""
+    name in ``lr_multipliers`` (e.g. {"net.encoder": 0.1}); biases and 1-D (norm) weights get no decay, nor do
+    parameters marked ``p._no_weight_decay = True`` (the selective scan's A_log, as in Mamba)."""
     prefixes = sorted(lr_multipliers, key=len, reverse=True)
     unused = set(prefixes)
     groups: dict[tuple[float, float], list] = {}
@@ -30,7 +31,7 @@ def param_groups(model: nn.Module, base_lr: float, weight_decay: float, lr_multi
                 mult = lr_multipliers[pre]
                 unused.discard(pre)
                 break
-        wd = 0.0 if (no_decay_norm_bias and p.ndim <= 1) else weight_decay
+        wd = 0.0 if ((no_decay_norm_bias and p.ndim <= 1) or getattr(p, "_no_weight_decay", False)) else weight_decay
         groups.setdefault((mult, wd), []).append(p)
     if unused:
         raise KeyError(f"optim.lr_multipliers: prefixes {sorted(unused)} match no trainable parameter")

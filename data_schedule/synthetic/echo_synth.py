@@ -54,7 +54,8 @@ Image model (all per video unless said; ``R`` = sector radius in pixels, geometr
   by the site's ``gain_db`` and a per-video ``gain_jitter_db``), a small noise floor inside the fan
   (``noise_floor``, which keeps the sector above grey 10 for the fan crop) and additive Gaussian noise
   (``noise_std``).
-* Dropout/shadowing: with probability ``dropout_prob`` a frame gets an angular shadow (``dropout_strength``)
+* Dropout/shadowing: with probability ``dropout_prob`` a frame gets an angular shadow (``dropout_strength``,
+  half-width drawn from ``dropout_width_deg``)
   from some depth onwards, hiding part of a wall in that single frame (temporal context helps).
 * Overlays (``overlays``, ``ecg``): scanner text in the left and right margins, depth ticks, an orientation
   marker, and an ECG trace (sweeping, in sync with the cardiac cycle) below the fan. They are kept at least
@@ -146,6 +147,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "noise_floor": 16.0,  # grey level of the noise floor inside the fan
     "dropout_prob": 0.15,  # probability that a frame gets a shadow/dropout wedge
     "dropout_strength": 0.9,  # fraction of echo removed inside the wedge
+    "dropout_width_deg": (3.0, 8.0),  # half-width range of the wedge (degrees)
     "overlays": True,  # scanner text, depth ticks, orientation marker
     "ecg": True,  # ECG strip below the fan
 }
@@ -582,7 +584,8 @@ def render_video(site: str, rng: np.random.Generator, params: Mapping[str, Any],
         E += haze
         if dropout_u[t, 0] < p["dropout_prob"]:  # shadow / dropout wedge from some depth on
             th_c = (dropout_u[t, 1] * 1.6 - 0.8) * geo.half
-            th_w = math.radians(3.0 + 5.0 * dropout_u[t, 2])
+            w_lo, w_hi = p["dropout_width_deg"]
+            th_w = math.radians(w_lo + (w_hi - w_lo) * dropout_u[t, 2])
             r_start = 0.15 + 0.35 * dropout_u[t, 3]
             wedge = np.clip(1 - np.abs(geo.theta - th_c) / th_w, 0, 1) * np.clip((geo.r - r_start) / 0.05, 0, 1)
             E *= 1 - p["dropout_strength"] * np.sqrt(wedge)

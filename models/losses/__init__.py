@@ -1,1 +1,2 @@
 from .seg_losses import CEDiceLoss  # noqa: F401
+from .mask_set_criterion import VideoSetCriterion  # noqa: F401

@@ -1,1 +1,1 @@
-from . import unet_baseline  # noqa: F401
+from . import lgrnet, unet_baseline  # noqa: F401

@@ -1,0 +1,82 @@
+#!/usr/bin/env python
+"""LGRNet vs the per-frame U-Net at equal training wall-clock on this machine, on the embedded data.
+
+    python benchmarks/lgrnet_vs_unet.py [--budget_s 420] [--out output/bench/lgrnet_vs_unet] [key=value ...]
+
+For each config: a short calibration run measures seconds per iteration, the iteration count is set so training
+takes ``--budget_s`` seconds (the LR schedule is sized to it, so both models finish their schedule), the model is
+trained with `main.py --trainer_mode train_attmpt` (no periodic evaluation) and evaluated once with
+`--trainer_mode eval` on the test split. Prints iterations, measured training wall-clock, mDice, mIoU for both and
+the LGRNet / U-Net mDice ratio; writes ``results.json`` into ``--out``. Overrides apply to both configs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = {"UNetBaseline": "configs/cardiac/unet_tiny.py", "LGRNet": "configs/cardiac/lgrnet_tiny.py"}
+QUIET = ["log.wandb.enabled=false", "log.tensorboard=false"]
+
+
+def _train(config: str, out: Path, iters: int, extra: list[str]) -> float:
+    cmd = [sys.executable, str(REPO / "main.py"), "--config_file", str(REPO / config), "--trainer_mode",
+           "train_attmpt", "--output_dir", str(out), "--start_over", f"train.max_iter={iters}",
+           "train.eval_period=-1", f"train.checkpoint_period={iters}", "train.log_period=5",
+           f"optim.scheduler.warmup_iters={max(1, min(100, iters // 10))}", *QUIET, *extra]
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def _seconds_per_iter(run_dir: Path) -> float:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    times = [r["time"] for r in rows if "time" in r]
+    return sum(times[1:]) / max(1, len(times[1:]))  # the first logging window includes warm-up
+
+
+def _evaluate(run_dir: Path) -> dict:
+    subprocess.run([sys.executable, str(REPO / "main.py"), "--trainer_mode", "eval", "--eval_path",
+                    str(run_dir / "checkpoints" / "model_final.pth")], check=True, cwd=REPO,
+                   stdout=subprocess.DEVNULL)
+    metrics = next((run_dir / "eval").rglob("metrics.json"))
+    return json.loads(metrics.read_text())
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budget_s", type=float, default=420.0, help="training wall-clock per model (seconds)")
+    ap.add_argument("--calib_iters", type=int, default=20)
+    ap.add_argument("--out", type=Path, default=REPO / "output/bench/lgrnet_vs_unet")
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args(argv)
+    results = {}
+    for name, config in CONFIGS.items():
+        calib = args.out / f"{name}_calib"
+        _train(config, calib, args.calib_iters, args.overrides)
+        s_it = _seconds_per_iter(calib)
+        iters = max(10, int(args.budget_s / s_it))
+        run = args.out / name
+        wall = _train(config, run, iters, args.overrides)
+        m = _evaluate(run)
+        results[name] = dict(config=config, s_per_iter=s_it, iterations=iters, train_wall_s=wall,
+                             mDice=m["mDice"], mIoU=m["mIoU"], per_class_dice={k[5:]: v for k, v in m.items() if k.startswith("Dice_")})
+        print(f"{name}: {iters} iterations at {s_it:.2f} s/it, trained in {wall:.0f} s, mDice {m['mDice']:.4f}",
+              flush=True)
+    u, g = results["UNetBaseline"], results["LGRNet"]
+    print(f"\n| model | config | iterations | s/it | train wall-clock (s) | mDice | mIoU |\n|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | `{r['config']}` | {r['iterations']} | {r['s_per_iter']:.2f} | {r['train_wall_s']:.0f} | "
+              f"{r['mDice']:.4f} | {r['mIoU']:.4f} |")
+    ratio = g["mDice"] / u["mDice"]
+    print(f"\nLGRNet / U-Net mDice ratio: {ratio:.3f} (wall-clock ratio {g['train_wall_s'] / u['train_wall_s']:.2f})")
+    (args.out / "results.json").write_text(json.dumps({"budget_s": args.budget_s, "overrides": args.overrides,
+                                                       "results": results, "mdice_ratio": ratio}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

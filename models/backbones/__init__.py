@@ -1,0 +1,2 @@
+"""Backbones: timm models by name, returning multi-scale feature maps."""
+from . import timm_backbone  # noqa: F401
