@@ -20,9 +20,10 @@ data: $(STAMP)
 	@test -d datasets/echo_synth/cardiacUDC_dataset && echo "datasets/echo_synth already exists" || \
 		$(PY) tools/make_echo_synth.py --root datasets/echo_synth
 
-# Train + evaluate the default config on the embedded data (CPU), then print the results table.
+# The main job: train + evaluate LGRNet (CPU-tiny) on the embedded data, then print the results table.
+DEMO_CONFIG ?= configs/cardiac/lgrnet_tiny.py
 demo: $(STAMP)
-	$(PY) main.py --config_file configs/cardiac/unet_tiny.py --trainer_mode train_attmpt \
+	$(PY) main.py --config_file $(DEMO_CONFIG) --trainer_mode train_attmpt \
 		--output_dir output/demo --start_over
 	$(PY) main.py --trainer_mode eval --eval_path output/demo/checkpoints/model_final.pth
 	$(PY) tools/results_table.py output/demo

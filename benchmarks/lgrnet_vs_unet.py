@@ -36,7 +36,8 @@ def _train(config: str, out: Path, iters: int, extra: list[str]) -> float:
 def _seconds_per_iter(run_dir: Path) -> float:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     times = [r["time"] for r in rows if "time" in r]
-    return sum(times[1:]) / max(1, len(times[1:]))  # the first logging window includes warm-up
+    steady = times[2:] or times[-1:]  # the first logging windows include warm-up (allocator, loader start)
+    return sum(steady) / len(steady)
 
 
 def _evaluate(run_dir: Path) -> dict:
@@ -50,7 +51,7 @@ def _evaluate(run_dir: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget_s", type=float, default=420.0, help="training wall-clock per model (seconds)")
-    ap.add_argument("--calib_iters", type=int, default=20)
+    ap.add_argument("--calib_iters", type=int, default=40)
     ap.add_argument("--out", type=Path, default=REPO / "output/bench/lgrnet_vs_unet")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)

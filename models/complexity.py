@@ -3,6 +3,7 @@ the convention of the LGRNet paper's GFLOPs column."""
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 
 import torch
@@ -22,6 +23,42 @@ class _PredictWrapper(nn.Module):
         return self.model.predict(batch)["probs"]
 
 
+def _shape(v) -> list[int]:
+    return list(v.type().sizes())
+
+
+def _sdpa_flop(inputs, outputs) -> int:
+    """scaled_dot_product_attention: q (..., L, E), k (..., S, E), v (..., S, Ev): QK^T and AV, L·S·(E + Ev) MACs
+    per batch·head (fvcore has no handle for it, and nn.MultiheadAttention's eval fast path lands here)."""
+    q, k, v = (_shape(x) for x in inputs[:3])
+    return math.prod(q[:-2]) * q[-2] * k[-2] * (q[-1] + v[-1])
+
+
+def _native_mha_flop(inputs, outputs) -> int:
+    """nn.MultiheadAttention's fused eval fast path (self-attention, batch_first): q (B, L, E), k/v (B, S, E):
+    q/k/v projections, QK^T and AV, output projection."""
+    q, k = _shape(inputs[0]), _shape(inputs[1])
+    b, lq, e = q
+    s = k[1]
+    return b * (lq * e * e + 2 * s * e * e + lq * s * 2 * e + lq * e * e)
+
+
+def _deform_sampler_flop(inputs, outputs) -> int:
+    """Our deformable-attention CPU sampler: canvas (C, Dh), loc (N, Lq, M, L, P, 2): 4 bilinear corners × Dh
+    channels per sampling point, weighted (the same count serves the Triton op)."""
+    dh = _shape(inputs[0])[-1]
+    return math.prod(_shape(inputs[1])[:-1]) * 4 * dh
+
+
+def _grid_sample_flop(inputs, outputs) -> int:
+    """grid_sample, bilinear: 4 corner MACs per output element."""
+    return 4 * math.prod(_shape(outputs[0]))
+
+
+_EXTRA_HANDLES = {"aten::scaled_dot_product_attention": _sdpa_flop, "aten::_native_multi_head_attention": _native_mha_flop, "aten::grid_sampler": _grid_sample_flop,
+                  "prim::PythonOp._CPUSampler": _deform_sampler_flop}
+
+
 def count_params(model: nn.Module) -> dict[str, int]:
     return {"params": sum(p.numel() for p in model.parameters()),
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
@@ -39,6 +76,7 @@ def count_flops(model: nn.Module, clip_len: int, size: tuple[int, int], device: 
     try:
         video = torch.zeros(1, clip_len, 3, *size, device=device)
         fca = FlopCountAnalysis(_PredictWrapper(model), (video,))
+        fca.set_op_handle(**_EXTRA_HANDLES)
         fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
         return fca.total() / 1e9
     except Exception as e:  # tracing is best-effort; a model it cannot trace still trains

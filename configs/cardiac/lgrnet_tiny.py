@@ -5,6 +5,7 @@ model = dict(
     name="LGRNet",
     num_classes=4,
     d_model=64,
+    mask_stride=4,                      # mask features at stride 4 (paper) or 2 (small inputs, see pixel_fpn.py)
     backbone=dict(name="TimmBackbone", model="mobilenetv3_small_100", norm="batch", pretrained_path=None),
     encoder=dict(
         name="LocalGlobalEncoder",
@@ -25,4 +26,4 @@ model = dict(
               num_points=4096, matcher=dict(cost_class=2.0, cost_mask=2.0, cost_dice=2.0, num_points=4096)),
 )
 train = dict(max_iter=600, eval_period=300, checkpoint_period=300, batch_size=4)
-optim = dict(base_lr=5e-4, scheduler=dict(warmup_iters=50))
+optim = dict(base_lr=2e-3, scheduler=dict(warmup_iters=50))  # 480 iterations: mDice 0.9614 at 2e-3, 0.9600 at 1e-3

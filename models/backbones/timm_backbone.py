@@ -12,12 +12,12 @@ from models.layers import batchnorm_to_groupnorm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-LEVEL_NAMES = {4: "res2", 8: "res3", 16: "res4", 32: "res5"}
+LEVEL_NAMES = {2: "res1", 4: "res2", 8: "res3", 16: "res4", 32: "res5"}
 
 
 @BACKBONES.register()
 class TimmBackbone(nn.Module):
-    """Frames -> {"res2": stride 4, "res3": 8, "res4": 16, "res5": 32} feature maps, each N×C_l×H_l×W_l.
+    """Frames -> {("res1": stride 2, if asked,) "res2": stride 4, "res3": 8, "res4": 16, "res5": 32} feature maps, each N×C_l×H_l×W_l.
 
     ``model`` is a timm model name.
 

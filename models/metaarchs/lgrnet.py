@@ -22,15 +22,19 @@ from models.losses.mask_set_criterion import build_video_targets, semantic_infer
 class LGRNet(nn.Module):
     def __init__(self, num_classes: int = 4, d_model: int = 64,
                  backbone: dict | None = None, encoder: dict | None = None, decoder: dict | None = None,
-                 loss: dict | None = None):
+                 loss: dict | None = None, mask_stride: int = 4):
         """
         backbone: TimmBackbone args (name, norm, pretrained_path, ...). encoder: LocalGlobalEncoder args (besides
         d_model). decoder: VideoMask2FormerDecoder args (besides d_model, num_classes). loss: VideoSetCriterion
-        args (weights, matcher, points).
+        args (weights, matcher, points). mask_stride: 4 (the paper: FPN to stride 4) or 2 (one more cheap FPN
+        step on the backbone's stride-2 features, for small inputs; see models/decoders/pixel_fpn.py).
         """
         super().__init__()
-        self.num_classes = num_classes
-        self.backbone = build(BACKBONES, {"name": "TimmBackbone", **(backbone or {})})
+        if mask_stride not in (2, 4):
+            raise ValueError(f"model.mask_stride must be 2 or 4, got {mask_stride}")
+        self.num_classes, self.mask_stride = num_classes, mask_stride
+        strides = (2, 4, 8, 16, 32) if mask_stride == 2 else (4, 8, 16, 32)
+        self.backbone = build(BACKBONES, {"name": "TimmBackbone", "strides": strides, **(backbone or {})})
         ch = self.backbone.channels
         self.levels = ("res5", "res4", "res3")  # encoder tokens, coarse to fine
         self.input_proj = nn.ModuleDict({
@@ -40,7 +44,8 @@ class LGRNet(nn.Module):
             nn.init.zeros_(proj[0].bias)
         self.encoder = build(ENCODERS, {"name": "LocalGlobalEncoder", **(encoder or {})}, d_model=d_model,
                              n_levels=len(self.levels))
-        self.pixel_decoder = build(DECODERS, {"name": "PixelFPN"}, in_channels=ch["res2"], d_model=d_model)
+        self.pixel_decoder = build(DECODERS, {"name": "PixelFPN"}, in_channels=ch["res2"], d_model=d_model,
+                                   res1_channels=ch.get("res1"))
         self.decoder = build(DECODERS, {"name": "VideoMask2FormerDecoder", **(decoder or {})}, d_model=d_model,
                              num_classes=num_classes, n_levels=len(self.levels))
         self.criterion = build(LOSSES, {"name": "VideoSetCriterion", **(loss or {})}, num_classes=num_classes)
@@ -51,7 +56,7 @@ class LGRNet(nn.Module):
         feats = self.backbone(video.flatten(0, 1))  # res2..res5, each (B·T, C_l, H_l, W_l)
         proj = [self.input_proj[name](feats[name]) for name in self.levels]
         enc, queries = self.encoder(proj, b, t)  # coarse to fine, each (B·T, C, H_l, W_l)
-        mask_features = self.pixel_decoder(feats["res2"], enc[-1])  # (B·T, C, H/4, W/4)
+        mask_features = self.pixel_decoder(feats["res2"], enc[-1], feats.get("res1"))  # (B·T, C, H/s, W/s)
         return self.decoder(enc, mask_features, b, t), queries
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:

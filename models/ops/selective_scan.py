@@ -396,7 +396,9 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     spec = check_shapes(u, delta, A, B, C, D, z, delta_bias)
     if impl == "auto":
         impl = ("mamba" if mamba_available() else "triton") if u.is_cuda else "cpu"
-    if impl == "ref":
+    if impl == "ref" or torch.jit.is_tracing():
+        # jit tracing (fvcore FLOP counts) cannot record an autograd.Function with a non-tensor argument; the
+        # reference is the same computation as plain traceable ops.
         return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if impl == "cpu":
         out, last = _selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, spec)

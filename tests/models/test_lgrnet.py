@@ -160,3 +160,16 @@ def test_ablation_switches_remove_their_modules():
     full, part = sum(p.numel() for p in _model().parameters()), sum(p.numel() for p in no_scan.parameters())
     assert part < full
     assert math.isfinite(sum(no_scan(_batch()).values()).item())
+
+
+def test_mask_stride_2_predicts_masks_at_half_resolution_and_trains():
+    torch.manual_seed(0)
+    model = _model(mask_stride=2)
+    assert "res1" in model.backbone.channels
+    batch = _batch(b=1, t=3, size=64)
+    outputs, _ = model._run(batch["video"])
+    assert outputs["pred_masks"].shape[-2:] == (32, 32)  # stride 4 would give 16×16
+    assert math.isfinite(sum(model(batch).values()).item())
+    assert model.eval().predict(batch)["probs"].shape == (1, 3, 4, 64, 64)
+    with pytest.raises(ValueError, match="mask_stride"):
+        _model(mask_stride=8)
