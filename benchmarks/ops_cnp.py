@@ -25,9 +25,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
+from _table import print_rows  # noqa: E402
 from models.ops import hilbert  # noqa: E402
 from models.ops.cnp import (CyclicNeighbourhoodPropagation, effective_kernel, neighbourhood_attention,  # noqa: E402
                             neighbourhood_attention_dense, neighbourhood_attention_reference)
@@ -130,23 +132,12 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.2e}" if v < 0.01 else f"{v:.2f}"
-    return str(v)
-
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     rows = run(p.parse_args().quick)
-    keys = ["op", "path", "shape", "fwd_ms", "fwdbwd_ms", "max_rel_err"]
-    print("| " + " | ".join(keys) + " |")
-    print("|" + "---|" * len(keys))
-    for r in rows:
-        print("| " + " | ".join(_fmt(r[k]) for k in keys) + " |")
+    print_rows(rows)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _table import print_rows  # noqa: E402
 from models.ops.ms_deform_attn import ms_deform_attn  # noqa: E402
 
 SHAPES = {
@@ -78,7 +80,7 @@ def run(quick: bool = False) -> list[dict]:
     """One row per (shape, path): op, path, shape, fwd_ms, fwdbwd_ms, max_rel_err."""
     torch.set_num_threads(2)
     repeats = 3 if quick else 9
-    paths = ["ref", "cpu"] + (["triton"] if torch.cuda.is_available() else [])
+    paths = ["ref", "cpu", "auto"] + (["triton"] if torch.cuda.is_available() else [])
     rows = []
     for name, cfg in SHAPES.items():
         value, spatial, starts, loc, weights = make_inputs(**cfg)
@@ -88,7 +90,7 @@ def run(quick: bool = False) -> list[dict]:
         desc = (f"N={cfg['n']} S=Lq={value.shape[1]} M={cfg['heads']} Dh={value.shape[3]} "
                 f"L={len(cfg['levels'])} P={cfg['points']}")
         for path in paths:
-            dev = "cuda" if path == "triton" else "cpu"
+            dev = "cuda" if path == "triton" else "cpu"  # "auto" on CPU: "ref" for small no-grad calls, else "cpu"
             sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
             v, lc, w, gr = (t.to(dev) for t in (value, loc, weights, grad))
             sp, st = spatial.to(dev), starts.to(dev)
@@ -115,10 +117,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="3 repeats instead of 9")
     rows = run(p.parse_args().quick)
-    print("| op | path | shape | fwd (ms) | fwd+bwd (ms) | max rel. err |\n|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['op']} | {r['path']} | {r['shape']} | {r['fwd_ms']:.1f} | {r['fwdbwd_ms']:.1f} | "
-              f"{r['max_rel_err']:.1e} |")
+    print_rows(rows)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ model = dict(
     name="LGRNet",
     num_classes=4,
     d_model=64,
-    mask_stride=4,                      # mask features at stride 4 (paper) or 2 (small inputs, see pixel_fpn.py)
+    mask_stride=2,                      # mask features at stride 2 (128² inputs, see pixel_fpn.py); paper: 4
     backbone=dict(name="TimmBackbone", model="mobilenetv3_small_100", norm="batch", pretrained_path=None),
     encoder=dict(
         name="LocalGlobalEncoder",

@@ -10,13 +10,7 @@ from models.ops.cnp import (CyclicNeighbourhoodPropagation, _na_tiled, _natten_s
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny per-pixel ops: one intra-op thread avoids OpenMP spin contention on a shared 2-core box (100x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _qkv(b, nh, h, w, dh, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)

@@ -22,13 +22,7 @@ import torch
 from models.ops.hilbert import curve_order, gilbert2d, gilbert3d, inverse_order, step_lengths, unravel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny per-pixel ops: one intra-op thread avoids OpenMP spin contention on a shared 2-core box (100x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SHAPES_2D = [(1, 1), (1, 7), (7, 1), (2, 2), (3, 5), (7, 6), (20, 11), (20, 6), (16, 16), (64, 64), (6, 7)]
 SHAPES_3D = [(2, 2, 2), (7, 6, 4), (16, 16, 5), (3, 5, 7), (4, 8, 8), (1, 1, 5), (1, 4, 1), (2, 3, 1)]

@@ -17,13 +17,7 @@ REPO = Path(__file__).resolve().parents[3]
 SHAPES = [(5, 7), (3, 4), (2, 2)]  # non-square levels, (H, W)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops: one intra-op thread avoids OpenMP spin contention on a shared 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _inputs(shapes=SHAPES, n=2, lq=9, m=2, dh=4, p=3, dtype=torch.float64, seed=0, lo=-0.3, hi=1.3):
@@ -91,10 +85,15 @@ def test_cpu_gradcheck():
     assert torch.autograd.gradcheck(lambda v, l, w: ms_deform_attn(v, spatial, starts, l, w, impl="cpu"), args)
 
 
-def test_auto_is_cpu_on_cpu_and_bad_impl():
+def test_auto_on_cpu_is_the_sparse_path_with_autograd_and_grid_sample_for_small_inference_and_bad_impl():
     value, spatial, starts, loc, weights = _inputs()
+    value.requires_grad_()
     assert torch.equal(ms_deform_attn(value, spatial, starts, loc, weights),
                        ms_deform_attn(value, spatial, starts, loc, weights, impl="cpu"))
+    with torch.no_grad():  # small problem, no autograd: the grid_sample formulation is the faster one
+        assert torch.equal(ms_deform_attn(value, spatial, starts, loc, weights),
+                           ms_deform_attn(value, spatial, starts, loc, weights, impl="ref"))
+    value.requires_grad_(False)
     with pytest.raises(ValueError, match="impl"):
         ms_deform_attn(value, spatial, starts, loc, weights, impl="cuda")
     with pytest.raises(ValueError, match="attention_weights"):

@@ -1,0 +1,21 @@
+"""Markdown tables for the op benchmarks (shared by ops.py, ops_scan.py, ops_cnp.py, ops_deform.py)."""
+from __future__ import annotations
+
+OP_KEYS = ("op", "path", "shape", "fwd_ms", "fwdbwd_ms", "max_rel_err")
+OP_HEADER = ("op", "path", "shape", "fwd (ms)", "fwd+bwd (ms)", "max rel. err vs float64")
+
+
+def fmt(v) -> str:
+    """None -> '-', small floats in scientific notation, others with one decimal."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.2e}" if v < 0.01 else f"{v:.1f}"
+    return str(v)
+
+
+def print_rows(rows: list[dict], keys=OP_KEYS, header=OP_HEADER) -> None:
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(fmt(r.get(k)) for k in keys) + " |")
