@@ -1,6 +1,8 @@
 """Markdown tables for the op benchmarks (shared by ops.py, ops_scan.py, ops_cnp.py, ops_deform.py)."""
 from __future__ import annotations
 
+import argparse
+
 OP_KEYS = ("op", "path", "shape", "fwd_ms", "fwdbwd_ms", "max_rel_err")
 OP_HEADER = ("op", "path", "shape", "fwd (ms)", "fwd+bwd (ms)", "max rel. err vs float64")
 
@@ -19,3 +21,12 @@ def print_rows(rows: list[dict], keys=OP_KEYS, header=OP_HEADER) -> None:
     print("|" + "---|" * len(header))
     for r in rows:
         print("| " + " | ".join(fmt(r.get(k)) for k in keys) + " |")
+
+
+def run_cli(run, doc: str) -> list[dict]:
+    """``--quick`` flag, then ``run(quick)``; prints and returns its rows."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer repeats (see the module docstring)")
+    rows = run(p.parse_args().quick)
+    print_rows(rows)
+    return rows

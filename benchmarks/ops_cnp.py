@@ -18,7 +18,6 @@ paper = B 1, T 6, d 256, 8 heads, 44x44, k 5. Times: best of n repeats after a w
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import sys
 import time
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from _table import print_rows  # noqa: E402
+from _table import run_cli  # noqa: E402
 from models.ops import hilbert  # noqa: E402
 from models.ops.cnp import (CyclicNeighbourhoodPropagation, effective_kernel, neighbourhood_attention,  # noqa: E402
                             neighbourhood_attention_dense, neighbourhood_attention_reference)
@@ -132,12 +131,8 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    rows = run(p.parse_args().quick)
-    print_rows(rows)
+    run_cli(run, __doc__)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ sampling is piecewise linear, so its derivative jumps there; output, value and w
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -29,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _table import print_rows  # noqa: E402
+from _table import run_cli  # noqa: E402
 from models.ops.ms_deform_attn import ms_deform_attn  # noqa: E402
 
 SHAPES = {
@@ -114,10 +113,7 @@ def run(quick: bool = False) -> list[dict]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="3 repeats instead of 9")
-    rows = run(p.parse_args().quick)
-    print_rows(rows)
+    run_cli(run, __doc__)
 
 
 if __name__ == "__main__":

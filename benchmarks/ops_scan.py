@@ -19,7 +19,6 @@ Inputs follow the SS2D init: A = -(1..N), D = 1, Δ bias = softplus^-1(dt) with 
 """
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import sys
@@ -31,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from _table import print_rows  # noqa: E402
+from _table import run_cli  # noqa: E402
 from models.ops.selective_scan import mamba_available, selective_scan, selective_scan_ref  # noqa: E402
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
@@ -123,12 +122,8 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    rows = run(p.parse_args().quick)
-    print_rows(rows)
+    rows = run_cli(run, __doc__)
     by = {(r["shape"], r["path"]): r for r in rows}
     for shape in dict.fromkeys(r["shape"] for r in rows):
         if (shape, "ref") in by and (shape, "cpu") in by:

@@ -40,36 +40,48 @@ def _corner(value_ptr, v_base, start, W, H, xc, yc, q_mask, offs_d, d_mask, stri
 
 
 @triton.jit
-def _fwd_kernel(value_ptr, shapes_ptr, start_ptr, loc_ptr, w_ptr, out_ptr, S, Lq, M, Dh,
-                L: tl.constexpr, P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
+def _block(S, Lq, M, Dh, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's block: BLOCK_Q queries of sample n, head m (grid = (N·ceil(Lq/BLOCK_Q), M)) -> channel
+    offsets, query/channel masks, value token stride, value base offset and the (n, q, m) rows of loc/weights/out."""
     pid_nq = tl.program_id(0)
     m = tl.program_id(1)
     n_qblocks = tl.cdiv(Lq, BLOCK_Q)
     n = pid_nq // n_qblocks
     offs_q = (pid_nq % n_qblocks) * BLOCK_Q + tl.arange(0, BLOCK_Q)
     offs_d = tl.arange(0, BLOCK_D)
-    q_mask = offs_q < Lq
-    d_mask = offs_d < Dh
     stride_s = M * Dh
     v_base = n.to(tl.int64) * S * stride_s + m * Dh
-    row = (n.to(tl.int64) * Lq + offs_q) * M + m  # (n, q, m) row of loc / weights / out
+    row = (n.to(tl.int64) * Lq + offs_q) * M + m
+    return offs_d, offs_q < Lq, offs_d < Dh, stride_s, v_base, row
+
+
+@triton.jit
+def _point(loc_ptr, w_ptr, row, k, LP, W, H, q_mask):
+    """Sampling point k (= level·P + point) of each row -> (flat index, top-left corner x0, y0 (int32),
+    fractions fx, fy, attention weight)."""
+    lp = row * LP + k
+    x = tl.load(loc_ptr + 2 * lp, mask=q_mask, other=0.0).to(tl.float32) * W.to(tl.float32) - 0.5
+    y = tl.load(loc_ptr + 2 * lp + 1, mask=q_mask, other=0.0).to(tl.float32) * H.to(tl.float32) - 0.5
+    aw = tl.load(w_ptr + lp, mask=q_mask, other=0.0).to(tl.float32)
+    x0f = tl.floor(x)
+    y0f = tl.floor(y)
+    # Clamp before the int cast (far-away or NaN locations): a clamped corner is out of range anyway.
+    x0 = tl.minimum(tl.maximum(x0f, -2.0), W.to(tl.float32)).to(tl.int32)
+    y0 = tl.minimum(tl.maximum(y0f, -2.0), H.to(tl.float32)).to(tl.int32)
+    return lp, x0, y0, x - x0f, y - y0f, aw
+
+
+@triton.jit
+def _fwd_kernel(value_ptr, shapes_ptr, start_ptr, loc_ptr, w_ptr, out_ptr, S, Lq, M, Dh,
+                L: tl.constexpr, P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
+    offs_d, q_mask, d_mask, stride_s, v_base, row = _block(S, Lq, M, Dh, BLOCK_Q, BLOCK_D)
     acc = tl.zeros([BLOCK_Q, BLOCK_D], dtype=tl.float32)
     for lvl in tl.static_range(L):
         H = tl.load(shapes_ptr + 2 * lvl)
         W = tl.load(shapes_ptr + 2 * lvl + 1)
         start = tl.load(start_ptr + lvl)
         for p in tl.static_range(P):
-            lp = row * (L * P) + lvl * P + p
-            x = tl.load(loc_ptr + 2 * lp, mask=q_mask, other=0.0).to(tl.float32) * W.to(tl.float32) - 0.5
-            y = tl.load(loc_ptr + 2 * lp + 1, mask=q_mask, other=0.0).to(tl.float32) * H.to(tl.float32) - 0.5
-            aw = tl.load(w_ptr + lp, mask=q_mask, other=0.0).to(tl.float32)
-            x0f = tl.floor(x)
-            y0f = tl.floor(y)
-            fx = x - x0f
-            fy = y - y0f
-            # Clamp before the int cast (far-away or NaN locations): a clamped corner is out of range anyway.
-            x0 = tl.minimum(tl.maximum(x0f, -2.0), W.to(tl.float32)).to(tl.int32)
-            y0 = tl.minimum(tl.maximum(y0f, -2.0), H.to(tl.float32)).to(tl.int32)
+            _, x0, y0, fx, fy, aw = _point(loc_ptr, w_ptr, row, lvl * P + p, L * P, W, H, q_mask)
             _, _, v00 = _corner(value_ptr, v_base, start, W, H, x0, y0, q_mask, offs_d, d_mask, stride_s)
             _, _, v01 = _corner(value_ptr, v_base, start, W, H, x0 + 1, y0, q_mask, offs_d, d_mask, stride_s)
             _, _, v10 = _corner(value_ptr, v_base, start, W, H, x0, y0 + 1, q_mask, offs_d, d_mask, stride_s)
@@ -85,17 +97,7 @@ def _fwd_kernel(value_ptr, shapes_ptr, start_ptr, loc_ptr, w_ptr, out_ptr, S, Lq
 @triton.jit
 def _bwd_kernel(value_ptr, shapes_ptr, start_ptr, loc_ptr, w_ptr, gout_ptr, gvalue_ptr, gloc_ptr, gw_ptr,
                 S, Lq, M, Dh, L: tl.constexpr, P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
-    pid_nq = tl.program_id(0)
-    m = tl.program_id(1)
-    n_qblocks = tl.cdiv(Lq, BLOCK_Q)
-    n = pid_nq // n_qblocks
-    offs_q = (pid_nq % n_qblocks) * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    offs_d = tl.arange(0, BLOCK_D)
-    q_mask = offs_q < Lq
-    d_mask = offs_d < Dh
-    stride_s = M * Dh
-    v_base = n.to(tl.int64) * S * stride_s + m * Dh
-    row = (n.to(tl.int64) * Lq + offs_q) * M + m
+    offs_d, q_mask, d_mask, stride_s, v_base, row = _block(S, Lq, M, Dh, BLOCK_Q, BLOCK_D)
     g = tl.load(gout_ptr + row[:, None] * Dh + offs_d[None, :], mask=q_mask[:, None] & d_mask[None, :],
                 other=0.0).to(tl.float32)
     for lvl in tl.static_range(L):
@@ -103,16 +105,7 @@ def _bwd_kernel(value_ptr, shapes_ptr, start_ptr, loc_ptr, w_ptr, gout_ptr, gval
         W = tl.load(shapes_ptr + 2 * lvl + 1)
         start = tl.load(start_ptr + lvl)
         for p in tl.static_range(P):
-            lp = row * (L * P) + lvl * P + p
-            x = tl.load(loc_ptr + 2 * lp, mask=q_mask, other=0.0).to(tl.float32) * W.to(tl.float32) - 0.5
-            y = tl.load(loc_ptr + 2 * lp + 1, mask=q_mask, other=0.0).to(tl.float32) * H.to(tl.float32) - 0.5
-            aw = tl.load(w_ptr + lp, mask=q_mask, other=0.0).to(tl.float32)
-            x0f = tl.floor(x)
-            y0f = tl.floor(y)
-            fx = x - x0f
-            fy = y - y0f
-            x0 = tl.minimum(tl.maximum(x0f, -2.0), W.to(tl.float32)).to(tl.int32)
-            y0 = tl.minimum(tl.maximum(y0f, -2.0), H.to(tl.float32)).to(tl.int32)
+            lp, x0, y0, fx, fy, aw = _point(loc_ptr, w_ptr, row, lvl * P + p, L * P, W, H, q_mask)
             # d out / d coefficient of each corner: <g, corner value>; grad value: coefficient × g.
             p00, m00, v00 = _corner(value_ptr, v_base, start, W, H, x0, y0, q_mask, offs_d, d_mask, stride_s)
             g00 = tl.sum(g * v00, axis=1)
