@@ -27,3 +27,44 @@ class centered:
         half = clip_len // 2
         idx = np.clip(ref + self.stride * (np.arange(clip_len) - half), 0, num_frames - 1)
         return [int(i) for i in idx], half
+
+
+@SAMPLERS.register()
+class hybrid:
+    """Hybrid Temporal Sampling (seed 000; LGRNet's ``local_global`` sampler, REFERENCE.md §3.7): a local part —
+    ``ref`` and ``clip_len - n_global - 1`` distinct neighbours within ``local_window`` frames of it — plus
+    ``n_global = round(global_share · (clip_len - 1))`` global frames drawn at random, without replacement, from
+    the rest of the video outside the local window (so their intervals vary from clip to clip), all sorted in time.
+
+    Where the video is too short for distinct frames, the local part repeats clamped neighbours and the global
+    part draws from the whole video with replacement; ``ref`` is always in the clip, and ``t`` is its position.
+    Deterministic given ``rng`` (the train mapper seeds it by stream position, so resume replays the same
+    clips). Evaluation clips are unaffected: the eval mapper keeps its own sampler (``centered``).
+    """
+
+    def __init__(self, local_window: int = 3, global_share: float = 0.5):
+        if local_window < 1:
+            raise ValueError(f"frame_sampler local_window must be >= 1, got {local_window}")
+        if not 0.0 <= global_share <= 1.0:
+            raise ValueError(f"frame_sampler global_share must be in [0, 1], got {global_share}")
+        self.local_window, self.global_share = local_window, global_share
+
+    def __call__(self, ref: int, num_frames: int, clip_len: int, rng: np.random.Generator | None = None):
+        if rng is None:
+            raise ValueError("the hybrid frame sampler is random: it needs an rng (use it for training clips)")
+        n_global = min(clip_len - 1, int(round(self.global_share * (clip_len - 1))))
+        n_near = clip_len - 1 - n_global
+        lo, hi = max(0, ref - self.local_window), min(num_frames - 1, ref + self.local_window)
+        pool = np.array([f for f in range(lo, hi + 1) if f != ref], dtype=np.int64)
+        if len(pool) >= n_near:
+            near = rng.choice(pool, n_near, replace=False) if n_near else pool[:0]
+        else:  # very short video: clamped repeats
+            near = np.clip(ref + rng.integers(-self.local_window, self.local_window + 1, n_near), 0, num_frames - 1)
+        local = np.concatenate([[ref], near]).astype(np.int64)
+        outside = np.array([f for f in range(num_frames) if f < lo or f > hi], dtype=np.int64)
+        if len(outside) >= n_global:
+            far = rng.choice(outside, n_global, replace=False) if n_global else outside[:0]
+        else:
+            far = rng.integers(0, num_frames, n_global)
+        order = np.sort(np.concatenate([local, far]), kind="stable")
+        return [int(i) for i in order], int(np.flatnonzero(order == ref)[0])
