@@ -1,20 +1,47 @@
 #!/usr/bin/env python
 """Results table (markdown) from real run directories: FLOPs, params, Dice, mIoU per evaluation dataset.
 
-    python tools/results_table.py output/demo [output/other_run ...] [--dataset echo_synth_random_test]
+    python tools/results_table.py output/demo [LABEL=output/other_run ...] [--dataset echo_synth_random_test]
+        [--links] [--strict] [--update README.md --marker NAME]
 
 Reads ``<run>/model_info.json`` (written at training start) and ``<run>/eval/<dataset>/metrics.json`` (the
-latest evaluation of that run). Nothing is typed in by hand.
+latest evaluation of that run). Nothing is typed in by hand. A run given as ``LABEL=PATH`` is shown as LABEL
+(e.g. ``BASIC=output/ablation/basic``), otherwise by its folder name. A run that does not exist or has no
+evaluation is shown as a row of "missing" (``--strict``: an error instead). ``--links`` adds links to the run's
+log, checkpoint and first prediction video, relative to the updated file's folder (or the current folder).
+``--update FILE --marker NAME`` replaces only what stands between ``<!-- results:NAME -->`` and
+``<!-- /results:NAME -->`` in FILE (written atomically; anything else in the file is kept).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
+CLASSES = ("LV", "LA", "RA", "RV")
+HEADER = ["run", "model", "dataset", "GFLOPs/clip", "#params", "mDice", "mIoU", *(f"Dice {c}" for c in CLASSES),
+          "iter", "samples"]
+LINK_HEADER = ["log", "checkpoint", "video"]
 
-def rows_for(run: Path, dataset: str | None) -> list[list[str]]:
+
+def _parse_run(arg: str) -> tuple[str, Path]:
+    label, sep, path = arg.partition("=")
+    return (label, Path(path)) if sep and label else (Path(arg).name, Path(arg))
+
+
+def _link(path: Path | None, base: Path, text: str) -> str:
+    if path is None or not path.exists():
+        return "missing"
+    return f"[{text}]({Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()})"
+
+
+def rows_for(run: Path, dataset: str | None, label: str | None = None, links_base: Path | None = None
+             ) -> list[list[str]]:
+    """Table rows of one run (one per evaluated dataset). Raises FileNotFoundError naming what is missing."""
+    label = label or run.name
     info_file, eval_dir = run / "model_info.json", run / "eval"
     if not info_file.is_file():
         raise FileNotFoundError(f"{info_file} not found: is {run} a MedVidSeg run directory?")
@@ -28,29 +55,70 @@ def rows_for(run: Path, dataset: str | None) -> list[list[str]]:
     out = []
     for f in metric_files:
         m = json.loads(f.read_text())
-        out.append([run.name, info["model"], f.parent.name, "n/a" if gf is None else f"{gf:.2f}",
-                    f"{info['params'] / 1e6:.2f} M", f"{m['mDice']:.4f}", f"{m['mIoU']:.4f}",
-                    *(f"{m[f'Dice_{c}']:.4f}" for c in ("LV", "LA", "RA", "RV")), str(m.get("iteration", "")),
-                    str(m["num_samples"])])
+        row = [label, info["model"], f.parent.name, "n/a" if gf is None else f"{gf:.2f}",
+               f"{info['params'] / 1e6:.2f} M", f"{m['mDice']:.4f}", f"{m['mIoU']:.4f}",
+               *(f"{m[f'Dice_{c}']:.4f}" for c in CLASSES), str(m.get("iteration", "")), str(m["num_samples"])]
+        if links_base is not None:
+            ckpt = next((p for p in (run / "checkpoints" / "model_final.pth", run / "checkpoints" / "model_best.pth")
+                         if p.exists()), None)
+            video = next(iter(sorted((f.parent / "vis").glob("*.mp4"))), None)
+            row += [_link(run / "log.txt", links_base, "log"), _link(ckpt, links_base, "ckpt"),
+                    _link(video, links_base, "mp4")]
+        out.append(row)
     return out
+
+
+def table(runs: list[str], dataset: str | None = None, links_base: Path | None = None, strict: bool = False
+          ) -> str:
+    header = HEADER + (LINK_HEADER if links_base is not None else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for arg in runs:
+        label, run = _parse_run(arg)
+        try:
+            rows = rows_for(run, dataset, label, links_base)
+        except FileNotFoundError as e:
+            if strict:
+                raise
+            print(f"warning: {e}; shown as missing", file=sys.stderr)
+            rows = [[label] + ["missing"] * (len(header) - 1)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def update_between_markers(path: Path, marker: str, text: str) -> None:
+    """Replace the block between ``<!-- results:marker -->`` and ``<!-- /results:marker -->`` in ``path``."""
+    src = path.read_text()
+    begin, end = f"<!-- results:{marker} -->", f"<!-- /results:{marker} -->"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if len(pattern.findall(src)) != 1:
+        raise ValueError(f"{path}: expected exactly one '{begin}' ... '{end}' block")
+    new = pattern.sub(lambda _: f"{begin}\n{text}\n{end}", src)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(new)
+    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+", type=Path, help="run directories")
+    p.add_argument("runs", nargs="+", help="run directories, or LABEL=run_directory")
     p.add_argument("--dataset", help="only this evaluation dataset")
+    p.add_argument("--links", action="store_true", help="add log / checkpoint / video links")
+    p.add_argument("--strict", action="store_true", help="a missing run or evaluation is an error")
+    p.add_argument("--update", type=Path, help="Markdown file whose marked block to replace (with --marker)")
+    p.add_argument("--marker", help="NAME of the <!-- results:NAME --> block")
     args = p.parse_args(argv)
-    header = ["run", "model", "dataset", "GFLOPs/clip", "#params", "mDice", "mIoU", "Dice LV", "Dice LA",
-              "Dice RA", "Dice RV", "iter", "samples"]
+    if bool(args.update) != bool(args.marker):
+        print("error: --update and --marker go together", file=sys.stderr)
+        return 1
+    base = (args.update.parent if args.update else Path.cwd()) if args.links else None
     try:
-        rows = [r for run in args.runs for r in rows_for(run, args.dataset)]
-    except FileNotFoundError as e:
+        text = table(args.runs, args.dataset, base, args.strict)
+        if args.update:
+            update_between_markers(args.update, args.marker, text)
+    except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
+    print(text)
     return 0
 
 

@@ -1,0 +1,56 @@
+"""tools/results_table.py: rows from run files only, missing runs shown, links, README block replaced in place."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tools import results_table
+
+
+def _run(tmp_path, name="basic", mdice=0.75, with_eval=True):
+    run = tmp_path / "output" / name
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "model_final.pth").write_bytes(b"x")
+    (run / "log.txt").write_text("log\n")
+    (run / "model_info.json").write_text(json.dumps({"model": "LGRNet", "params": 1_540_000,
+                                                     "gflops_per_clip": 1.714}))
+    if with_eval:
+        ev = run / "eval" / "ds_test"
+        (ev / "vis").mkdir(parents=True)
+        (ev / "vis" / "v1.mp4").write_bytes(b"x")
+        m = {"mDice": mdice, "mIoU": 0.6, "Dice_LV": 0.8, "Dice_LA": 0.7, "Dice_RA": 0.75, "Dice_RV": 0.75,
+             "iteration": 600, "num_samples": 50}
+        (ev / "metrics.json").write_text(json.dumps(m))
+    return run
+
+
+def test_rows_come_from_the_run_files_and_missing_runs_are_shown(tmp_path):
+    run = _run(tmp_path)
+    text = results_table.table([f"BASIC={run}", f"+HTS={tmp_path / 'nope'}"])
+    lines = text.splitlines()
+    assert lines[2] == ("| BASIC | LGRNet | ds_test | 1.71 | 1.54 M | 0.7500 | 0.6000 | 0.8000 | 0.7000 | 0.7500 | "
+                        "0.7500 | 600 | 50 |")
+    assert lines[3].startswith("| +HTS | missing |")
+    with pytest.raises(FileNotFoundError, match="model_info.json"):
+        results_table.table([str(tmp_path / "nope")], strict=True)
+    no_eval = _run(tmp_path, "noeval", with_eval=False)
+    assert "| noeval | missing |" in results_table.table([str(no_eval)])
+
+
+def test_links_are_relative_to_the_updated_file_and_only_the_marked_block_changes(tmp_path, capsys):
+    run = _run(tmp_path, mdice=0.8123)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:ablation -->\nold table\n<!-- /results:ablation -->\nend\n")
+    assert results_table.main([f"BASIC={run}", "--links", "--update", str(readme), "--marker", "ablation"]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- results:ablation -->\n| run |") and text.endswith(
+        "<!-- /results:ablation -->\nend\n")
+    assert "old table" not in text and "0.8123" in text
+    assert "[log](output/basic/log.txt)" in text and "[ckpt](output/basic/checkpoints/model_final.pth)" in text
+    assert "[mp4](output/basic/eval/ds_test/vis/v1.mp4)" in text
+    capsys.readouterr()
+    before = readme.read_text()
+    assert results_table.main([str(run), "--update", str(readme), "--marker", "other"]) == 1
+    assert "expected exactly one '<!-- results:other -->'" in capsys.readouterr().err
+    assert readme.read_text() == before  # nothing lost on error
