@@ -1,0 +1,89 @@
+"""LGSD's self-distillation pieces: DINO loss values, centering, collapse guard, EMA teacher, schedules, head."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from models.losses.dino import DINOHead, DINOLoss, cosine_schedule, ema_update, linear_warmup
+
+
+def test_loss_matches_a_hand_computation_and_skips_same_view_pairs():
+    torch.manual_seed(0)
+    loss_fn = DINOLoss(5, student_temp=0.1).eval()  # eval: no centre update
+    s = [torch.randn(3, 5) for _ in range(3)]
+    t = [torch.randn(3, 5) for _ in range(2)]
+    got = loss_fn(s, t, teacher_temp=0.04)
+    pairs = [(i, j) for i in range(2) for j in range(3) if i != j]
+    want = sum((-(t[i] / 0.04).softmax(-1) * (s[j] / 0.1).log_softmax(-1)).sum(-1).mean() for i, j in pairs)
+    torch.testing.assert_close(got, want / len(pairs))
+
+
+def test_centre_moves_to_the_teacher_batch_mean_in_training_only():
+    loss_fn = DINOLoss(4, center_momentum=0.9)
+    t = [torch.tensor([[1.0, 0, 0, 0], [3.0, 0, 0, 0]])]
+    s = [torch.zeros(2, 4), torch.zeros(2, 4)]
+    loss_fn(s, t, 0.04)
+    torch.testing.assert_close(loss_fn.center, torch.tensor([[0.2, 0, 0, 0]]))  # 0.9·0 + 0.1·mean(1, 3)
+    loss_fn.eval()
+    loss_fn(s, t, 0.04)
+    torch.testing.assert_close(loss_fn.center, torch.tensor([[0.2, 0, 0, 0]]))
+
+
+def test_collapse_guard_centering_flattens_a_dominant_dimension_and_entropy_stays_above_a_floor():
+    torch.manual_seed(0)
+    k = 64
+    loss_fn = DINOLoss(k, center_momentum=0.0)  # centre = last batch mean
+    collapsed = torch.zeros(16, k)
+    collapsed[:, 3] = 10.0  # every sample puts all mass on dimension 3
+    loss_fn([torch.zeros(16, k)] * 2, [collapsed], 0.04)
+    q = ((collapsed - loss_fn.center) / 0.04).softmax(-1)
+    torch.testing.assert_close(q, torch.full_like(q, 1 / k))  # centring removes the dominant dimension
+    def batch_entropy(t, center):  # entropy of the batch-mean target: collapse = all mass on one dimension
+        q = ((t - center) / 0.07).softmax(-1).mean(0)
+        return float(-(q * q.clamp_min(1e-12).log()).sum())
+
+    loss_fn = DINOLoss(k)
+    for _ in range(40):  # random teacher logits drifting towards the last dimensions
+        t = torch.randn(256, k) + torch.linspace(0, 2, k)
+        loss_fn([torch.randn(256, k)] * 2, [t], 0.07)
+    centred, raw = batch_entropy(t, loss_fn.center), batch_entropy(t, torch.zeros(1, k))
+    assert centred > 0.9 * math.log(k) and raw < centred - 0.5
+
+
+def test_minimising_the_loss_makes_the_student_follow_the_teacher():
+    torch.manual_seed(0)
+    loss_fn = DINOLoss(8).eval()
+    target = torch.randn(4, 8) * 3
+    s = torch.zeros(4, 8, requires_grad=True)
+    opt = torch.optim.SGD([s], lr=0.05)
+    for _ in range(200):
+        loss = loss_fn([s, s], [target], 0.04)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert ((s / 0.1).argmax(-1) == target.argmax(-1)).all()
+
+
+def test_ema_update_and_schedules():
+    student, teacher = nn.Linear(3, 2), nn.Linear(3, 2)
+    before = teacher.weight.detach().clone()
+    ema_update(teacher, student, 0.9)
+    torch.testing.assert_close(teacher.weight, 0.9 * before + 0.1 * student.weight.detach())
+    ema_update(teacher, student, 0.0)
+    torch.testing.assert_close(teacher.weight, student.weight)
+    assert cosine_schedule(0.996, 1.0, 0, 100) == pytest.approx(0.996)
+    assert cosine_schedule(0.996, 1.0, 50, 100) == pytest.approx(0.998)
+    assert cosine_schedule(0.996, 1.0, 100, 100) == 1.0
+    assert linear_warmup(0.04, 0.07, 15, 30) == pytest.approx(0.055) and linear_warmup(0.04, 0.07, 99, 30) == 0.07
+
+
+def test_head_shapes_bounded_logits_and_view_count_errors():
+    head = DINOHead(16, out_dim=32, hidden_dim=24, bottleneck_dim=8)
+    out = head(torch.randn(5, 16) * 100)
+    assert out.shape == (5, 32) and out.abs().max() <= 1.0 + 1e-5  # unit-norm features · unit-norm rows
+    assert not head.last.parametrizations.weight.original0.requires_grad
+    with pytest.raises(ValueError, match="teacher"):
+        DINOLoss(4)([torch.zeros(1, 4)], [torch.zeros(1, 4)], 0.04)
