@@ -27,6 +27,26 @@ _CONFIGS = [triton.Config({"BLOCK_D": 16}, num_warps=1)] if _INTERPRET else [
     triton.Config({"BLOCK_D": bd}, num_warps=w) for bd, w in ((16, 2), (32, 4), (64, 4))]
 
 
+@triton.jit
+def _block(A_ptr, D_ptr, bias_ptr, B_ptr, C_ptr, DIM, L, N, sBb, sBg, sBn, B_dpg, sCb, sCg, sCn, C_dpg,
+           HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's block (batch b, BLOCK_D channels; grid = (B, ceil(D/BLOCK_D))) -> channel/state offsets
+    and masks, A (BLOCK_D, BLOCK_N), D and delta_bias per channel (zeros when absent: the mask is then empty, so
+    the dummy pointers are never read), the offset of (b, d, 0) in (B, D, L) and the B/C base pointers."""
+    pid_b = tl.program_id(0)
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    md = offs_d < DIM
+    mdn = md[:, None] & (offs_n < N)[None, :]
+    A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mdn, other=0.0)
+    Dv = tl.load(D_ptr + offs_d, mask=md & HAS_D, other=0.0)
+    bias = tl.load(bias_ptr + offs_d, mask=md & HAS_BIAS, other=0.0)
+    row = (pid_b * DIM + offs_d).to(tl.int64) * L
+    b_base = B_ptr + pid_b * sBb + (offs_d // B_dpg)[:, None] * sBg + offs_n[None, :] * sBn
+    c_base = C_ptr + pid_b * sCb + (offs_d // C_dpg)[:, None] * sCg + offs_n[None, :] * sCn
+    return offs_d, offs_n, md, mdn, A, Dv, bias, row, b_base, c_base
+
+
 @triton.autotune(configs=_CONFIGS, key=["DIM", "N"])
 @triton.jit
 def _fwd_kernel(u_ptr, dt_ptr, z_ptr, bias_ptr, A_ptr, D_ptr, B_ptr, C_ptr, out_ptr, x_ptr, last_ptr,
@@ -34,18 +54,9 @@ def _fwd_kernel(u_ptr, dt_ptr, z_ptr, bias_ptr, A_ptr, D_ptr, B_ptr, C_ptr, out_
                 HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                 SAVE_X: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     pid_b = tl.program_id(0)
-    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    md = offs_d < DIM
-    mdn = md[:, None] & (offs_n < N)[None, :]
-    A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mdn, other=0.0)
-    if HAS_D:
-        Dv = tl.load(D_ptr + offs_d, mask=md, other=0.0)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0)
-    row = (pid_b * DIM + offs_d).to(tl.int64) * L  # offset of (b, d, 0) in (B, D, L)
-    b_base = B_ptr + pid_b * sBb + (offs_d // B_dpg)[:, None] * sBg + offs_n[None, :] * sBn
-    c_base = C_ptr + pid_b * sCb + (offs_d // C_dpg)[:, None] * sCg + offs_n[None, :] * sCn
+    offs_d, offs_n, md, mdn, A, Dv, bias, row, b_base, c_base = _block(
+        A_ptr, D_ptr, bias_ptr, B_ptr, C_ptr, DIM, L, N, sBb, sBg, sBn, B_dpg, sCb, sCg, sCn, C_dpg,
+        HAS_D, HAS_BIAS, BLOCK_N, BLOCK_D)
     x = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     for l in range(L):
         u = tl.load(u_ptr + row + l, mask=md, other=0.0)
@@ -77,18 +88,9 @@ def _bwd_kernel(u_ptr, dt_ptr, z_ptr, bias_ptr, A_ptr, D_ptr, B_ptr, C_ptr, x_pt
                 HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                 BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     pid_b = tl.program_id(0)
-    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    md = offs_d < DIM
-    mdn = md[:, None] & (offs_n < N)[None, :]
-    A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mdn, other=0.0)
-    if HAS_D:
-        Dv = tl.load(D_ptr + offs_d, mask=md, other=0.0)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0)
-    row = (pid_b * DIM + offs_d).to(tl.int64) * L
-    b_base = B_ptr + pid_b * sBb + (offs_d // B_dpg)[:, None] * sBg + offs_n[None, :] * sBn
-    c_base = C_ptr + pid_b * sCb + (offs_d // C_dpg)[:, None] * sCg + offs_n[None, :] * sCn
+    offs_d, offs_n, md, mdn, A, Dv, bias, row, b_base, c_base = _block(
+        A_ptr, D_ptr, bias_ptr, B_ptr, C_ptr, DIM, L, N, sBb, sBg, sBn, B_dpg, sCb, sCg, sCn, C_dpg,
+        HAS_D, HAS_BIAS, BLOCK_N, BLOCK_D)
     h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)  # dL/dx_l
     dA_next = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)  # exp(Δ_{l+1}·A)
     gA = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
