@@ -1,1 +1,2 @@
 from .clip_mapper import ClipEvalMapper, ClipTrainMapper  # noqa: F401
+from .lgsd_views import LGSDViewMapper  # noqa: F401
