@@ -55,7 +55,9 @@ def _grid_sample_flop(inputs, outputs) -> int:
     return 4 * math.prod(_shape(outputs[0]))
 
 
-_EXTRA_HANDLES = {"aten::scaled_dot_product_attention": _sdpa_flop, "aten::_native_multi_head_attention": _native_mha_flop, "aten::grid_sampler": _grid_sample_flop,
+_EXTRA_HANDLES = {"aten::scaled_dot_product_attention": _sdpa_flop,
+                  "aten::_native_multi_head_attention": _native_mha_flop,
+                  "aten::grid_sampler": _grid_sample_flop,
                   "prim::PythonOp._CPUSampler": _deform_sampler_flop}
 
 

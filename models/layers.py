@@ -38,17 +38,19 @@ def sine_embed(pos: torch.Tensor, dim: int, temperature: float = 10000.0) -> tor
     """Transformer sine/cosine embedding of scalar positions: (...,) float -> (..., dim), dim even."""
     if dim % 2:
         raise ValueError(f"sine embedding dimension must be even, got {dim}")
-    freq = temperature ** (2 * torch.div(torch.arange(dim // 2, device=pos.device), 1, rounding_mode="floor")
-                           .float() / dim)
+    freq = temperature ** (2 * torch.arange(dim // 2, device=pos.device).float() / dim)
     x = pos.float().unsqueeze(-1) / freq  # (..., dim/2)
     return torch.stack([x.sin(), x.cos()], -1).flatten(-2)
 
 
+def _cell_angles(n: int, device=None) -> torch.Tensor:
+    """Cell centres of an axis of n cells, normalised to (0, 2π)."""
+    return (torch.arange(n, device=device).float() + 0.5) / n * (2 * math.pi)
+
+
 def sine_pos_2d(h: int, w: int, dim: int, device=None) -> torch.Tensor:
     """DETR-style normalised 2D sine position embedding: (h·w, dim) in row-major order (y then x halves)."""
-    scale = 2 * math.pi
-    ys = (torch.arange(h, device=device).float() + 0.5) / h * scale
-    xs = (torch.arange(w, device=device).float() + 0.5) / w * scale
+    ys, xs = _cell_angles(h, device), _cell_angles(w, device)
     half = dim // 2
     ey = sine_embed(ys, half)[:, None, :].expand(h, w, half)
     ex = sine_embed(xs, dim - half)[None, :, :].expand(h, w, dim - half)
@@ -58,12 +60,9 @@ def sine_pos_2d(h: int, w: int, dim: int, device=None) -> torch.Tensor:
 def sine_pos_3d(t: int, h: int, w: int, dim: int, device=None) -> torch.Tensor:
     """Normalised 3D (time, y, x) sine embedding: (t·h·w, dim), t-major. Split dim as t: dim - 2·(dim//3 rounded
     to even), y and x: dim//3 rounded down to even each."""
-    scale = 2 * math.pi
     dyx = (dim // 3) // 2 * 2
     dt = dim - 2 * dyx
-    ts = (torch.arange(t, device=device).float() + 0.5) / t * scale
-    ys = (torch.arange(h, device=device).float() + 0.5) / h * scale
-    xs = (torch.arange(w, device=device).float() + 0.5) / w * scale
+    ts, ys, xs = _cell_angles(t, device), _cell_angles(h, device), _cell_angles(w, device)
     et = sine_embed(ts, dt)[:, None, None].expand(t, h, w, dt)
     ey = sine_embed(ys, dyx)[None, :, None].expand(t, h, w, dyx)
     ex = sine_embed(xs, dyx)[None, None, :].expand(t, h, w, dyx)
@@ -84,6 +83,21 @@ class MLP(nn.Module):
             if i < len(self.layers) - 1:
                 x = torch.relu(x)
         return x
+
+
+class PostNormAttention(nn.Module):
+    """Post-norm attention block: x = LN(x + MHA(x + pos_x, mem + pos_mem, mem)); self-attention is
+    ``block(x, x, pos, pos)`` (positions on queries and keys, not on values)."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x, mem, pos_x=None, pos_mem=None, attn_mask=None):
+        q = x if pos_x is None else x + pos_x
+        k = mem if pos_mem is None else mem + pos_mem
+        return self.norm(x + self.attn(q, k, mem, attn_mask=attn_mask, need_weights=False)[0])
 
 
 class FFN(nn.Module):

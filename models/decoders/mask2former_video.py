@@ -13,28 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.registry import DECODERS
-from models.layers import FFN, MLP, sine_pos_3d
-
-
-class _SelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
-        super().__init__()
-        self.attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
-        self.norm = nn.LayerNorm(d_model)
-
-    def forward(self, x, pos):
-        q = x + pos
-        return self.norm(x + self.attn(q, q, x, need_weights=False)[0])
-
-
-class _CrossAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
-        super().__init__()
-        self.attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
-        self.norm = nn.LayerNorm(d_model)
-
-    def forward(self, x, mem, pos, mem_pos, attn_mask):
-        return self.norm(x + self.attn(x + pos, mem + mem_pos, mem, attn_mask=attn_mask, need_weights=False)[0])
+from models.layers import FFN, MLP, PostNormAttention, sine_pos_3d
 
 
 @DECODERS.register()
@@ -50,8 +29,8 @@ class VideoMask2FormerDecoder(nn.Module):
         self.query_feat = nn.Embedding(num_queries, d_model)
         self.query_embed = nn.Embedding(num_queries, d_model)
         self.level_embed = nn.Embedding(n_levels, d_model)
-        self.cross = nn.ModuleList(_CrossAttention(d_model, n_heads, dropout) for _ in range(num_layers))
-        self.self_attn = nn.ModuleList(_SelfAttention(d_model, n_heads, dropout) for _ in range(num_layers))
+        self.cross = nn.ModuleList(PostNormAttention(d_model, n_heads, dropout) for _ in range(num_layers))
+        self.self_attn = nn.ModuleList(PostNormAttention(d_model, n_heads, dropout) for _ in range(num_layers))
         self.ffn = nn.ModuleList(FFN(d_model, ffn_dim, dropout) for _ in range(num_layers))
         self.norm = nn.LayerNorm(d_model)
         self.class_embed = nn.Linear(d_model, num_classes + 1)
@@ -89,7 +68,7 @@ class VideoMask2FormerDecoder(nn.Module):
         for i in range(self.num_layers):
             lvl = i % self.n_levels
             queries = self.cross[i](queries, mems[lvl], qpos, mem_pos[lvl], attn)
-            queries = self.self_attn[i](queries, qpos)
+            queries = self.self_attn[i](queries, queries, qpos, qpos)
             queries = self.ffn[i](queries)
             logits, masks, attn = self._predict(queries, mf, sizes[(i + 1) % self.n_levels])
             outputs.append({"pred_logits": logits, "pred_masks": masks})

@@ -17,24 +17,9 @@ from torch import nn
 
 from core.registry import ENCODERS
 from models.encoders.hilbert_scan import HilbertScanStage
-from models.layers import FFN, sine_pos_2d
+from models.layers import FFN, PostNormAttention, sine_pos_2d
 from models.ops.cnp import CyclicNeighbourhoodPropagation
 from models.ops.ms_deform_attn import MSDeformAttn
-
-
-class CrossAttention(nn.Module):
-    """Post-norm cross-attention block: x = LN(x + MHA(x + pos_x, mem + pos_mem, mem))."""
-
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
-        super().__init__()
-        self.attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
-        self.norm = nn.LayerNorm(d_model)
-
-    def forward(self, x, mem, pos_x=None, pos_mem=None, attn_mask=None):
-        q = x if pos_x is None else x + pos_x
-        k = mem if pos_mem is None else mem + pos_mem
-        out = self.attn(q, k, mem, attn_mask=attn_mask, need_weights=False)[0]
-        return self.norm(x + out)
 
 
 class LocalGlobalLayer(nn.Module):
@@ -46,9 +31,9 @@ class LocalGlobalLayer(nn.Module):
         self.cnp = CyclicNeighbourhoodPropagation(d_model, n_heads=cnp.pop("n_heads", n_heads), **cnp) \
             if use_cnp else None
         self.cnp_norm = nn.LayerNorm(d_model) if use_cnp else None
-        self.condense = CrossAttention(d_model, n_heads, dropout) if use_scan else None
+        self.condense = PostNormAttention(d_model, n_heads, dropout) if use_scan else None
         self.scan = HilbertScanStage(d_model, **(scan or {})) if use_scan else None
-        self.distribute = CrossAttention(d_model, n_heads, dropout) if use_scan else None
+        self.distribute = PostNormAttention(d_model, n_heads, dropout) if use_scan else None
         deform = dict(deform or {})
         self.deform = MSDeformAttn(d_model, n_levels=n_levels, n_heads=deform.pop("n_heads", n_heads),
                                    n_points=deform.pop("n_points", 4), impl=deform_impl, **deform)
