@@ -2,9 +2,28 @@
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
 
 OP_KEYS = ("op", "path", "shape", "fwd_ms", "fwdbwd_ms", "max_rel_err")
 OP_HEADER = ("op", "path", "shape", "fwd (ms)", "fwd+bwd (ms)", "max rel. err vs float64")
+
+
+def time_ms(fn, repeats: int, warmup: int = 1, sync=None, best: bool = False) -> float:
+    """Milliseconds per call of ``fn``: ``warmup`` untimed calls, then ``repeats`` timed ones (``sync()`` around
+    each, e.g. torch.cuda.synchronize); the median, or the minimum with ``best`` (least disturbed by other jobs)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if sync:
+            sync()
+        t = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - t)
+    return (min(times) if best else statistics.median(times)) * 1e3
 
 
 def fmt(v) -> str:

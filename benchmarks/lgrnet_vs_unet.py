@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name}: {iters} iterations at {s_it:.2f} s/it, trained in {wall:.0f} s, mDice {m['mDice']:.4f}",
               flush=True)
     u, g = results["UNetBaseline"], results["LGRNet"]
-    print(f"\n| model | config | iterations | s/it | train wall-clock (s) | mDice | mIoU |\n|---|---|---|---|---|---|---|")
+    print("\n| model | config | iterations | s/it | train wall-clock (s) | mDice | mIoU |\n|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | `{r['config']}` | {r['iterations']} | {r['s_per_iter']:.2f} | {r['train_wall_s']:.0f} | "
               f"{r['mDice']:.4f} | {r['mIoU']:.4f} |")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from _table import run_cli  # noqa: E402
+from _table import run_cli, time_ms  # noqa: E402
 from models.ops import hilbert  # noqa: E402
 from models.ops.cnp import (CyclicNeighbourhoodPropagation, effective_kernel, neighbourhood_attention,  # noqa: E402
                             neighbourhood_attention_dense, neighbourhood_attention_reference)
@@ -41,14 +40,8 @@ SHAPES = {
 }
 
 
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times) * 1e3  # best of n: the least disturbed by other jobs on a shared machine
+def _time_best(fn, repeats: int) -> float:
+    return time_ms(fn, repeats, best=True)  # best of n: the least disturbed by other jobs on a shared machine
 
 
 def _inputs(cfg: dict, dtype=torch.float32, requires_grad=False, seed=0) -> list[tuple]:
@@ -79,12 +72,12 @@ def _dense_chunked(q, k, v, ks, dil):
 
 def _op_row(name: str, cfg: dict, path: str, fn, repeats: int, err) -> dict:
     levels = _inputs(cfg)
-    fwd = _time(lambda: [fn(*qkv, ks, dil) for qkv, ks, dil in levels], repeats)
+    fwd = _time_best(lambda: [fn(*qkv, ks, dil) for qkv, ks, dil in levels], repeats)
     levels_g = _inputs(cfg, requires_grad=True)
 
     def fwdbwd():
         sum(fn(*qkv, ks, dil).sum() for qkv, ks, dil in levels_g).backward()
-    return dict(op="na", path=path, shape=name, fwd_ms=fwd, fwdbwd_ms=_time(fwdbwd, repeats), max_rel_err=err)
+    return dict(op="na", path=path, shape=name, fwd_ms=fwd, fwdbwd_ms=_time_best(fwdbwd, repeats), max_rel_err=err)
 
 
 def _module_row(name: str, cfg: dict, repeats: int) -> dict:
@@ -92,11 +85,11 @@ def _module_row(name: str, cfg: dict, repeats: int) -> dict:
     m = CyclicNeighbourhoodPropagation(cfg["d"], cfg["heads"], kernel_size=cfg["k"])
     xs = [torch.randn(cfg["B"], cfg["T"], h, w, cfg["d"]) for h, w in cfg["levels"]]
     with torch.no_grad():
-        fwd = _time(lambda: [m(x) for x in xs], repeats)
+        fwd = _time_best(lambda: [m(x) for x in xs], repeats)
 
     def fwdbwd():
         sum(m(x).sum() for x in xs).backward()
-    return dict(op="cnp", path="module", shape=name, fwd_ms=fwd, fwdbwd_ms=_time(fwdbwd, repeats), max_rel_err=None)
+    return dict(op="cnp", path="module", shape=name, fwd_ms=fwd, fwdbwd_ms=_time_best(fwdbwd, repeats), max_rel_err=None)
 
 
 def _hilbert_rows(repeats: int) -> list[dict]:
@@ -104,8 +97,8 @@ def _hilbert_rows(repeats: int) -> list[dict]:
         hilbert._curve_order.cache_clear()
         hilbert._gilbert2d.cache_clear()
         hilbert.curve_order((11, 20))
-    cached = _time(lambda: hilbert.curve_order((11, 20)), max(repeats, 20))
-    return [dict(op="hilbert", path="uncached", shape="(11, 20)", fwd_ms=_time(uncached, max(repeats, 5)),
+    cached = _time_best(lambda: hilbert.curve_order((11, 20)), max(repeats, 20))
+    return [dict(op="hilbert", path="uncached", shape="(11, 20)", fwd_ms=_time_best(uncached, max(repeats, 5)),
                  fwdbwd_ms=None, max_rel_err=None),
             dict(op="hilbert", path="cached", shape="(11, 20)", fwd_ms=cached, fwdbwd_ms=None, max_rel_err=None)]
 

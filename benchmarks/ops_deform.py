@@ -18,9 +18,7 @@ sampling is piecewise linear, so its derivative jumps there; output, value and w
 """
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _table import run_cli  # noqa: E402
+from _table import run_cli, time_ms  # noqa: E402
 from models.ops.ms_deform_attn import ms_deform_attn  # noqa: E402
 
 SHAPES = {
@@ -53,19 +51,6 @@ def make_inputs(n, d_model, heads, levels, points, seed=0):
     loc = ref + offsets / spatial.flip(-1)[:, None, :].float()
     weights = torch.randn(n, s, heads, n_levels * points, generator=g).softmax(-1)
     return value, spatial, starts, loc, weights.view(n, s, heads, n_levels, points)
-
-
-def _time(fn, repeats, sync):
-    fn()  # warm-up
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def _outputs(path, value, spatial, starts, loc, weights, grad):
@@ -107,7 +92,8 @@ def run(quick: bool = False) -> list[dict]:
                 ms_deform_attn(leaves[0], sp, st, leaves[1], leaves[2], impl=path).backward(gr)
 
             rows.append(dict(op="ms_deform_attn", path=path, shape=f"{name} ({desc})",
-                             fwd_ms=_time(fwd, repeats, sync), fwdbwd_ms=_time(fwdbwd, repeats, sync),
+                             fwd_ms=time_ms(fwd, repeats, warmup=2, sync=sync),
+                             fwdbwd_ms=time_ms(fwdbwd, repeats, warmup=2, sync=sync),
                              max_rel_err=err))
     return rows
 

@@ -20,9 +20,7 @@ Inputs follow the SS2D init: A = -(1..N), D = 1, Δ bias = softplus^-1(dt) with 
 from __future__ import annotations
 
 import math
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from _table import run_cli  # noqa: E402
+from _table import run_cli, time_ms  # noqa: E402
 from models.ops.selective_scan import mamba_available, selective_scan, selective_scan_ref  # noqa: E402
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
@@ -72,17 +70,7 @@ def _run_grads(fn, inputs: dict) -> list[torch.Tensor]:
     return [out.detach()] + [leaves[k].grad for k in NAMES]
 
 
-def _time(fn, repeats: int, warmup: bool = True) -> float:
-    if warmup:
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
+_SYNC = torch.cuda.synchronize if torch.cuda.is_available() else None
 
 
 def _row(path: str, name: str, cfg: dict, ref64: list, device: str, repeats: int, warmup: bool = True) -> dict:
@@ -91,7 +79,7 @@ def _row(path: str, name: str, cfg: dict, ref64: list, device: str, repeats: int
     got = _run_grads(fn, inputs)
     err = max(float((a.double().cpu() - r).abs().max() / r.abs().max()) for a, r in zip(got, ref64))
     with torch.no_grad():
-        fwd = _time(lambda: fn(**inputs, delta_softplus=True), repeats, warmup)
+        fwd = time_ms(lambda: fn(**inputs, delta_softplus=True), repeats, int(warmup), _SYNC)
     leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
 
     def fwdbwd():
@@ -99,7 +87,7 @@ def _row(path: str, name: str, cfg: dict, ref64: list, device: str, repeats: int
             v.grad = None
         fn(**leaves, delta_softplus=True).sum().backward()
     return dict(op="selective_scan", path=path, shape=f"{name} {_label(cfg)}", fwd_ms=fwd,
-                fwdbwd_ms=_time(fwdbwd, repeats, warmup), max_rel_err=err)
+                fwdbwd_ms=time_ms(fwdbwd, repeats, int(warmup), _SYNC), max_rel_err=err)
 
 
 def run(quick: bool = False) -> list[dict]:
