@@ -215,8 +215,9 @@ def run_train(args, argv) -> None:
                 "clip_len": cfg.data.eval_mapper.clip_len, "size": list(cfg.data.eval_mapper.size)}
         (run_dir / "model_info.json").write_text(json.dumps(info, indent=2))
         gf = info["gflops_per_clip"]
-        logger.info(f"Model {cfg.model.name}: {info['params'] / 1e6:.2f} M params "
-                    f"({info['trainable_params'] / 1e6:.2f} M trainable), "
+        logger.info(f"Model {cfg.model.name}: {info['params'] / 1e6:.2f} M params at inference "
+                    f"({info['training_params'] / 1e6:.2f} M in training, {info['trainable_params'] / 1e6:.2f} M "
+                    f"trainable), "
                     f"{'n/a' if gf is None else f'{gf:.2f}'} GFLOPs (MACs) per {info['clip_len']}-frame clip")
     trainer.train()
     if trainer.latest_eval and comm.is_main_process():

@@ -12,16 +12,20 @@ from core.registry import MAPPERS, build
 from data_schedule.samplers import InferenceSampler, TrainingSampler
 from data_schedule.sources.nifti import DataError
 
-_STACK_KEYS = ("video", "masks", "has_ann", "frame_idx")
+_STACK_KEYS = ("video", "masks", "has_ann", "frame_idx", "global", "local")
 
 
 def collate(samples: list[dict]) -> dict[str, Any]:
-    """Stack the tensor fields (``video`` B×T×3×H×W, ``masks`` B×K×T×H×W, ``has_ann``/``frame_idx`` B×T);
+    """Stack the tensor fields (``video`` B×T×3×H×W, ``masks`` B×K×T×H×W, ``has_ann``/``frame_idx`` B×T, LGSD's
+    ``global``/``local`` views B×V×T×3×H×W; a dict of tensors, e.g. LGSD's ``frame_idx``, stacks per key);
     other fields (``meta``, ``gt_full`` of varying sizes, ...) become lists."""
     out: dict[str, Any] = {}
     for key in samples[0]:
         vals = [s[key] for s in samples]
-        out[key] = torch.stack(vals) if key in _STACK_KEYS else vals
+        if key in _STACK_KEYS and isinstance(vals[0], dict):
+            out[key] = {k: torch.stack([v[k] for v in vals]) for k in vals[0]}
+        else:
+            out[key] = torch.stack(vals) if key in _STACK_KEYS else vals
     return out
 
 
@@ -77,12 +81,12 @@ def _worker_init(_):
 
 
 def build_train_loader(names: list[str], mapper_cfg: dict, batch_size: int, num_workers: int, seed: int,
-                       start: int = 0, skip_bad: bool = False) -> DataLoader:
+                       start: int = 0, skip_bad: bool = False, what: str = "train.batch_size") -> DataLoader:
     """Endless loader of per-rank batches. ``batch_size`` is the total over ranks; ``start`` = items already
-    consumed by this rank (resume)."""
+    consumed by this rank (resume); ``what`` names the batch-size setting in errors."""
     world = comm.get_world_size()
     if batch_size % world:
-        raise ValueError(f"train.batch_size={batch_size} must be divisible by the world size {world}")
+        raise ValueError(f"{what}={batch_size} must be divisible by the world size {world}")
     metas = get_metas(names)
     mapper = build(MAPPERS, mapper_cfg, num_classes=len(MetadataCatalog.get(names[0]).classes))
     sampler = TrainingSampler(len(metas), seed, comm.get_rank(), world, start=start)

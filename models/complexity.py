@@ -62,8 +62,12 @@ _EXTRA_HANDLES = {"aten::scaled_dot_product_attention": _sdpa_flop,
 
 
 def count_params(model: nn.Module) -> dict[str, int]:
-    return {"params": sum(p.numel() for p in model.parameters()),
-            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    """``params``: the network that predicts (``model.inference_model()`` when the model has one, e.g. LGSD's
+    student; else the model); ``trainable_params`` and ``training_params``: what training updates / holds."""
+    net = model.inference_model() if hasattr(model, "inference_model") else model
+    return {"params": sum(p.numel() for p in net.parameters()),
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "training_params": sum(p.numel() for p in model.parameters())}
 
 
 @torch.no_grad()

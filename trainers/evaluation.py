@@ -18,7 +18,9 @@ logger = logging.getLogger(__name__)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    """Tensors of ``batch`` (and of dicts inside it, e.g. LGSD's unlabelled views) to ``device``."""
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor)
+                else to_device(v, device) if isinstance(v, dict) else v) for k, v in batch.items()}
 
 
 def autocast_context(device: torch.device, amp_cfg) -> contextlib.AbstractContextManager:

@@ -157,6 +157,7 @@ class Trainer:
                                     start=self.start_iter * self.accum * self.per_rank_batch,
                                     skip_bad=dc.bad_sample_policy == "skip")
         self._data = iter(loader)
+        self._unlabeled = self._unlabeled_loader()
         if comm.is_main_process():
             remove_stale_temp_files(self.ckpt_dir)
         if self.rng_state is not None:
@@ -179,6 +180,27 @@ class Trainer:
                 w.close()
             self.writers = []
 
+    def _unlabeled_loader(self):
+        """Endless iterator over unlabelled batches (``data.unlabeled``: names, mapper, ratio = unlabelled clips
+        per labelled clip), or None. Its own stream (seed + 1), resumed at the same iteration as the labelled one."""
+        ul = self.cfg.data.get("unlabeled")
+        needs = getattr(self.model, "needs_unlabeled", False)
+        if not ul or not float(ul.get("ratio", 0)):
+            if needs:
+                raise ValueError(f"model {self.cfg.model.name!r} trains on unlabelled clips: set data.unlabeled "
+                                 f"(names, mapper, ratio > 0), e.g. as in configs/cardiac/lgrnet_tiny_lgsd.py")
+            return None
+        total = round(float(ul.ratio) * int(self.cfg.train.batch_size))
+        if total < 1:
+            raise ValueError(f"data.unlabeled.ratio={ul.ratio} × train.batch_size={self.cfg.train.batch_size} "
+                             f"rounds to 0 unlabelled clips per step; use a larger ratio")
+        per_rank = total // comm.get_world_size()
+        loader = build_train_loader(list(ul.names), ul.mapper, total, int(self.cfg.data.num_workers),
+                                    int(self.cfg.train.seed) + 1, start=self.start_iter * self.accum * per_rank,
+                                    skip_bad=self.cfg.data.bad_sample_policy == "skip",
+                                    what=f"data.unlabeled.ratio × train.batch_size = {total}")
+        return iter(loader)
+
     def run_step(self) -> None:
         tc = self.cfg.train
         t0 = time.perf_counter()
@@ -186,9 +208,13 @@ class Trainer:
         # under the skip policy a dropped step must not leave its mark in buffers (e.g. BatchNorm statistics)
         buffers = ({k: b.clone() for k, b in self.model.named_buffers()}
                    if tc.nonfinite.policy == "skip" else None)
+        if hasattr(self.model, "before_step"):  # e.g. LGSD's momentum / temperature schedules
+            self.model.before_step(self.iter, self.max_iter)
         for micro in range(self.accum):
             td = time.perf_counter()
             batch = to_device(next(self._data), self.device)
+            if self._unlabeled is not None:
+                batch["unlabeled"] = to_device(next(self._unlabeled), self.device)
             self._count_skipped(batch)
             data_time += time.perf_counter() - td
             last = micro == self.accum - 1
@@ -225,9 +251,13 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if hasattr(self.model, "after_optimizer_step"):  # e.g. LGSD's EMA teacher update
+            self.model.after_optimizer_step()
         self.scheduler.step()
         self.step_scalars = {"loss": total, **totals, "lr": lr, "time": time.perf_counter() - t0,
                              "data_time": data_time}
+        if hasattr(self.model, "schedule_scalars"):  # e.g. LGSD's EMA momentum and teacher temperature
+            self.step_scalars.update(self.model.schedule_scalars())
         if self.skipped_steps:
             self.step_scalars["skipped_steps"] = self.skipped_steps
 

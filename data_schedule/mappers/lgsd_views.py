@@ -33,7 +33,8 @@ def _span_indices(ref: int, num_frames: int, clip_len: int, span: int, rng: np.r
 class LGSDViewMapper:
     def __init__(self, clip_len: int = 4, num_global: int = 2, num_local: int = 4, global_size: list[int] = (128, 128),
                  local_size: list[int] = (64, 64), global_span: int = 32, local_span: int = 6,
-                 global_scale: list[float] = (0.5, 1.0), local_scale: list[float] = (0.1, 0.4)):
+                 global_scale: list[float] = (0.5, 1.0), local_scale: list[float] = (0.1, 0.4),
+                 num_classes: int | None = None):  # num_classes: given to every mapper, unused (no labels)
         if num_global < 1 or num_local < 0 or clip_len < 1:
             raise ValueError(f"LGSDViewMapper: need num_global >= 1, num_local >= 0, clip_len >= 1, got "
                              f"{num_global}, {num_local}, {clip_len}")

@@ -8,7 +8,9 @@ Samples (seed project protocol) — one meta dict per sample:
 - train: one per annotated frame of each training video (the mapper samples a 7-frame clip around it);
 - test/val: one per annotated frame; the mapper reads an 11-frame clip whose 6th frame (``clip_t`` 5) is the
   annotated one and only that frame is scored;
-- unlabeled: one per frame of every video (labelled or not), for semi-supervised methods.
+- unlabeled: one per frame of every video (labelled or not), for semi-supervised methods. It includes the test
+  videos' frames (transductive use); ``random_unlabeled`` leaves out the random split's test videos (every frame
+  of the training-split videos and of the videos without labels), the honest pool for the random protocol.
 At video ends the clip indices are clamped to the video (the first/last frame repeats), so the annotated frame
 always stays at the clip's centre; see ``data_schedule/samplers/frame_samplers.py``.
 
@@ -155,6 +157,11 @@ def load_split(prefix: str, split: str, part: str) -> list[dict]:
     elif split == "random":
         entries = random_split(list_videos(root, [s for s in SITES if s != "Site_R_73"]), part)
         samples = annotated_samples(_decode(entries, may_skip=train))
+    elif split == "random_unlabeled":  # every video except the random split's test videos
+        test = {(v["site"], v["video"]) for v in random_split(list_videos(root, [s for s in SITES
+                                                                                  if s != "Site_R_73"]), "test")}
+        entries = [v for v in list_videos(root, SITES) if (v["site"], v["video"]) not in test]
+        samples = unlabeled_samples(_decode(entries, may_skip=True))
     else:  # unlabeled
         samples = unlabeled_samples(_decode(list_videos(root, SITES), may_skip=True))
     if not samples:
@@ -167,7 +174,8 @@ def load_split(prefix: str, split: str, part: str) -> list[dict]:
 def register_all() -> None:
     """Record every split name in the catalogs; nothing is read until a name is used."""
     parts = [("random", "train", "train"), ("random", "test", "evaluate"), ("site", "train", "train"),
-             ("site", "val", "evaluate"), ("site", "test", "evaluate"), ("unlabeled", None, "train")]
+             ("site", "val", "evaluate"), ("site", "test", "evaluate"), ("unlabeled", None, "train"),
+             ("random_unlabeled", None, "train")]
     for prefix in ("cardiac_udc", "echo_synth"):
         for split, part, mode in parts:
             name = f"{prefix}_{split}_{part}" if part else f"{prefix}_{split}"
@@ -175,7 +183,7 @@ def register_all() -> None:
                 continue
             DatasetCatalog.register(name, lambda p=prefix, s=split, q=part: load_split(p, s, q))
             MetadataCatalog.set(name, classes=list(CLASSES), colors=list(COLORS), family=prefix, split=split,
-                                part=part, mode=mode, labeled=split != "unlabeled")
+                                part=part, mode=mode, labeled=not split.endswith("unlabeled"))
 
 
 register_all()

@@ -59,6 +59,14 @@ class LGRNet(nn.Module):
         mask_features = self.pixel_decoder(feats["res2"], enc[-1], feats.get("res1"))  # (B·T, C, H/s, W/s)
         return self.decoder(enc, mask_features, b, t), queries
 
+    def frame_queries(self, video: torch.Tensor) -> torch.Tensor:
+        """video (B, T, 3, H, W) -> the encoder's frame bottleneck queries (B, T, n_q, C), without the pixel
+        decoder and mask decoder (LGSD's views need only these)."""
+        b, t = video.shape[:2]
+        feats = self.backbone(video.flatten(0, 1))
+        _, queries = self.encoder([self.input_proj[name](feats[name]) for name in self.levels], b, t)
+        return queries
+
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         outputs, _ = self._run(batch["video"])
         targets = build_video_targets(batch["masks"], batch["has_ann"])

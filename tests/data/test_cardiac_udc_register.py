@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.catalog import DatasetCatalog
+from core.catalog import DatasetCatalog, MetadataCatalog
 from core.registry import MAPPERS, build
 from data_schedule.build import collate
 from data_schedule.registers import cardiac_udc as reg
@@ -55,6 +55,18 @@ def test_unlabeled_split_has_every_frame_of_every_video(synth_root):
             n_frames += nib.load(img).shape[2]
     assert len(samples) == n_frames
     assert any(s["site"] == "Site_R_73" for s in samples)
+
+
+def test_random_unlabeled_split_leaves_out_exactly_the_random_test_videos(synth_root):
+    everything = DatasetCatalog.get("echo_synth_unlabeled")
+    pool = DatasetCatalog.get("echo_synth_random_unlabeled")
+    test = {s["video_id"] for s in DatasetCatalog.get("echo_synth_random_test")}
+    train = {s["video_id"] for s in DatasetCatalog.get("echo_synth_random_train")}
+    videos = {s["video_id"] for s in pool}
+    assert test and not videos & test and train <= videos
+    assert videos == {s["video_id"] for s in everything} - test  # label-less videos (Site_R_73, ...) stay in
+    assert len(pool) == sum(1 for s in everything if s["video_id"] not in test)  # every frame of those videos
+    assert not MetadataCatalog.get("echo_synth_random_unlabeled").labeled
 
 
 def test_eval_mapper_centres_the_annotated_frame_and_keeps_native_gt(synth_root):

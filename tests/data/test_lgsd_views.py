@@ -50,3 +50,15 @@ def test_bad_arguments_are_named():
         _mapper(local_span=20)
     with pytest.raises(ValueError, match="num_global"):
         _mapper(num_global=0)
+
+
+def test_views_of_several_clips_collate_into_batched_tensors(synth_root):
+    from data_schedule.build import collate
+
+    metas = DatasetCatalog.get("echo_synth_unlabeled")[:3]
+    mapper = _mapper()
+    batch = collate([mapper(m, seed=i) for i, m in enumerate(metas)])
+    assert batch["global"].shape == (3, 2, 4, 3, 64, 64) and batch["local"].shape == (3, 3, 4, 3, 32, 32)
+    assert batch["frame_idx"]["global"].shape == (3, 2, 4) and batch["frame_idx"]["local"].shape == (3, 3, 4)
+    assert torch.equal(batch["global"][1], mapper(metas[1], seed=1)["global"])
+    assert [m["sample_id"] for m in batch["meta"]] == [m["sample_id"] for m in metas]

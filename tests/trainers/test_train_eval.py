@@ -137,3 +137,71 @@ def test_lgrnet_config_trains_resumes_and_eval_reproduces_through_the_cli(synth_
     m = json.loads((tmp_path / "eval" / "eval" / "echo_synth_random_test" / "metrics.json").read_text())
     assert m["iteration"] == 4
     assert m["mDice"] == pytest.approx(logged["echo_synth_random_test/mDice"], abs=1e-9)
+
+
+def _tiny_lgsd_config(tmp_path) -> tuple[Path, list[str]]:
+    repo = Path(__file__).resolve().parents[2]
+    config = tmp_path / "tiny_lgsd.py"
+    config.write_text(
+        f'_base_ = ["{repo}/configs/cardiac/lgrnet_tiny_lgsd.py"]\n'
+        "model = dict(loss=dict(num_points=256, matcher=dict(num_points=256)),\n"
+        "             lgsd=dict(out_dim=32, hidden_dim=32, bottleneck_dim=16))\n"
+        "data = dict(unlabeled=dict(mapper=dict(clip_len=3, num_local=2, global_size=[64, 64],\n"
+        "                                       local_size=[32, 32], global_span=8, local_span=3)))\n")
+    return config, [o for o in TINY_OVERRIDES if not o.startswith("model.")]
+
+
+def test_lgsd_trains_on_mixed_batches_resumes_identically_and_evaluates_the_student(synth_root, tmp_path,
+                                                                                     monkeypatch):
+    config, overrides = _tiny_lgsd_config(tmp_path)
+    ref, resumed = tmp_path / "ref", tmp_path / "resumed"
+    common = ["--config_file", str(config), *overrides, "train.eval_period=-1"]
+    assert cli.main(["--trainer_mode", "train_attmpt", "--output_dir", str(ref), *common]) == 0
+
+    from trainers.train_loop import Trainer
+
+    real_step = Trainer.run_step
+
+    def crash_at_3(self):  # after the iteration-2 checkpoint
+        if self.iter == 2:
+            raise RuntimeError("simulated crash")
+        real_step(self)
+
+    monkeypatch.setattr(Trainer, "run_step", crash_at_3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        cli.main(["--trainer_mode", "train_attmpt", "--output_dir", str(resumed), *common])
+    monkeypatch.setattr(Trainer, "run_step", real_step)
+    assert cli.main(["--trainer_mode", "train_resume", "--output_dir", str(resumed), *common]) == 0
+    a = torch.load(ref / "checkpoints" / "model_final.pth", weights_only=False)
+    b = torch.load(resumed / "checkpoints" / "model_final.pth", weights_only=False)
+    assert any(k.startswith("teacher.") for k in a["model"]) and "dino.center" in a["model"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert float(a["model"]["dino.center"].abs().sum()) > 0
+    moved = [k for k in a["model"] if k.startswith("teacher.encoder.")
+             and not torch.equal(a["model"][k], a["model"]["student." + k[len("teacher."):]])]
+    assert moved  # the teacher is an EMA, not a copy, of the trained student
+    rows = [r for r in jsonl(ref / "metrics.jsonl") if "loss" in r]
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4] and all(r["loss_lgsd"] > 0 for r in rows)
+    assert rows[0]["lgsd_momentum"] < rows[-1]["lgsd_momentum"] <= 1.0
+    rb = {r["iteration"]: r for r in jsonl(resumed / "metrics.jsonl") if "loss" in r}
+    assert [r["loss"] for r in rows] == [rb[r["iteration"]]["loss"] for r in rows]
+    info = json.loads((ref / "model_info.json").read_text())
+    student = sum(v.numel() for k, v in a["model"].items() if k.startswith("student.")
+                  and not k.endswith(("running_mean", "running_var", "num_batches_tracked", "center", "empty_weight")))
+    assert info["model"] == "LGSD" and info["params"] <= student < info["training_params"]
+    for who in ("student", "teacher"):
+        out = tmp_path / f"eval_{who}"
+        assert cli.main(["--trainer_mode", "eval", "--eval_path", str(ref / "checkpoints" / "model_final.pth"),
+                         "--output_dir", str(out), f"model.lgsd.eval_with={who}"]) == 0
+    ms, mt = (json.loads((tmp_path / f"eval_{w}" / "eval" / "echo_synth_random_test" / "metrics.json").read_text())
+              for w in ("student", "teacher"))
+    assert ms["mDice"] != mt["mDice"]
+
+
+def test_lgsd_without_unlabelled_data_is_refused(synth_root, tmp_path, capsys):
+    config, overrides = _tiny_lgsd_config(tmp_path)
+    assert cli.main(["--trainer_mode", "train_attmpt", "--output_dir", str(tmp_path / "run"), "--config_file",
+                     str(config), *overrides, "data.unlabeled.ratio=0"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "trains on unlabelled clips: set data.unlabeled" in err and len(err.splitlines()) == 1

@@ -1,0 +1,138 @@
+#!/usr/bin/env python
+"""Seed 000's ablation table from real runs: BASIC, +HTS, +LGSD, +HTS+LGSD on the embedded data.
+
+    python benchmarks/ablation.py [--out output/ablation] [--seeds 0 1] [--update README.md] [key=value ...]
+
+Every row is LGRNet-tiny trained with `main.py --trainer_mode train_attmpt` for the same number of iterations
+(its config's ``train.max_iter``, 600; ``train.max_iter=N`` as an override changes all rows) with the same seed,
+evaluated once after the last iteration on echo_synth_random_test. Then the best row (by mDice) and BASIC are
+trained again with each further seed of ``--seeds``, for the seed spread. A run whose directory already holds a
+final evaluation is reused (``--rerun`` trains it again), so an interrupted ablation continues where it stopped.
+
+Writes into ``--out``: one run directory per (row, seed), each with its ``curves.png`` (tools/plot_curves.py),
+``ablation.json`` (wall-clock and metrics of every run) and ``ablation.md`` (the table from tools/results_table.py
+with links to log, checkpoint and prediction video, the seed spread and the wall-clock per run); with
+``--update FILE`` the same Markdown replaces FILE's ``<!-- results:ablation -->`` block.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tools.plot_curves import plot_run  # noqa: E402
+from tools.results_table import table, update_between_markers  # noqa: E402
+
+ROWS = {  # label -> config (each a few lines on top of lgrnet_tiny.py)
+    "BASIC": "configs/cardiac/lgrnet_tiny.py",
+    "+HTS": "configs/cardiac/lgrnet_tiny_hts.py",
+    "+LGSD": "configs/cardiac/lgrnet_tiny_lgsd.py",
+    "+HTS+LGSD": "configs/cardiac/lgrnet_tiny_hts_lgsd.py",
+}
+DATASET = "echo_synth_random_test"
+QUIET = ["log.wandb.enabled=false", "log.tensorboard=false"]
+
+
+def _slug(label: str) -> str:
+    return {"BASIC": "basic"}.get(label, label.strip("+").replace("+", "_").lower())
+
+
+def run_dir(out: Path, label: str, seed: int) -> Path:
+    return out / f"{_slug(label)}_seed{seed}"
+
+
+def _metrics(run: Path) -> dict | None:
+    f = run / "eval" / DATASET / "metrics.json"
+    return json.loads(f.read_text()) if f.is_file() and (run / "checkpoints" / "model_final.pth").is_file() else None
+
+
+def train(label: str, seed: int, out: Path, overrides: list[str], rerun: bool) -> dict:
+    """Train (or reuse) one run; returns its record (wall-clock, s/it, metrics)."""
+    run = run_dir(out, label, seed)
+    record_file = run / "ablation_run.json"
+    if not rerun and _metrics(run) is not None and record_file.is_file():
+        print(f"{label} seed {seed}: reusing {run}", flush=True)
+        return json.loads(record_file.read_text())
+    cmd = [sys.executable, str(REPO / "main.py"), "--config_file", str(REPO / ROWS[label]), "--trainer_mode",
+           "train_attmpt", "--output_dir", str(run), f"train.seed={seed}", "train.eval_period=0",
+           "train.log_period=10", *QUIET, *overrides]
+    if run.exists():
+        cmd.append("--start_over")  # an unfinished or --rerun run: archived next to it, never deleted
+    print(f"{label} seed {seed}: training -> {run}", flush=True)
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t
+    m = _metrics(run)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    times = [r["time"] for r in rows if "time" in r]
+    record = dict(label=label, config=ROWS[label], seed=seed, run=str(run.relative_to(out)), wall_s=wall,
+                  s_per_iter=sum(times) / len(times), iterations=m["iteration"], mDice=m["mDice"], mIoU=m["mIoU"],
+                  dice={k[5:]: v for k, v in m.items() if k.startswith("Dice_")})
+    record_file.write_text(json.dumps(record, indent=1))
+    plot_run(run, run / "curves.png")
+    print(f"{label} seed {seed}: mDice {m['mDice']:.4f}, {wall:.0f} s ({record['s_per_iter']:.2f} s/it)", flush=True)
+    return record
+
+
+def markdown(records: list[dict], out: Path, links_base: Path, first_seed: int) -> str:
+    first = [r for r in records if r["seed"] == first_seed]
+    runs = [f"{r['label']}={out / r['run']}" for r in first]
+    lines = [f"Seed {first_seed}, {first[0]['iterations']} iterations each, {DATASET}:", "",
+             table(runs, DATASET, links_base, strict=True), ""]
+    by_label: dict[str, list[dict]] = {}
+    for r in records:
+        by_label.setdefault(r["label"], []).append(r)
+    multi = {k: v for k, v in by_label.items() if len(v) > 1}
+    if multi:
+        lines += ["Seed spread (mDice per seed; mean ± half the range):", "",
+                  "| row | seeds | mDice per seed | mean ± half-range |", "|---|---|---|---|"]
+        for label, rs in multi.items():
+            vals = [r["mDice"] for r in sorted(rs, key=lambda r: r["seed"])]
+            lines.append(f"| {label} | {', '.join(str(r['seed']) for r in sorted(rs, key=lambda r: r['seed']))} | "
+                         f"{', '.join(f'{v:.4f}' for v in vals)} | {sum(vals) / len(vals):.4f} ± "
+                         f"{(max(vals) - min(vals)) / 2:.4f} |")
+        lines.append("")
+    lines += ["Wall-clock per run (2-core CPU; training, FLOP count and the final evaluation):", "",
+              "| row | seed | s/it | wall-clock (s) |", "|---|---|---|---|"]
+    lines += [f"| {r['label']} | {r['seed']} | {r['s_per_iter']:.2f} | {r['wall_s']:.0f} |" for r in records]
+    lines += ["", f"Regenerate: `python benchmarks/ablation.py --update README.md` (runs reused from {out.name}/ "
+                  f"when present)."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=REPO / "output/ablation")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+                    help="first: every row; the others: the best row and BASIC")
+    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--update", type=Path, help="Markdown file whose <!-- results:ablation --> block to replace")
+    ap.add_argument("--rerun", action="store_true", help="train again even where a finished run exists")
+    ap.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
+    args = ap.parse_args(argv)
+    out = args.out.resolve()
+    records = [train(label, args.seeds[0], out, args.overrides, args.rerun) for label in args.rows]
+    best = max(records, key=lambda r: r["mDice"])["label"]
+    again = [lab for lab in dict.fromkeys(["BASIC", best]) if lab in args.rows]
+    print(f"best row at seed {args.seeds[0]}: {best}; further seeds {args.seeds[1:]} for {again}", flush=True)
+    for seed in args.seeds[1:]:
+        records += [train(label, seed, out, args.overrides, args.rerun) for label in again]
+    (out / "ablation.json").write_text(json.dumps({"overrides": args.overrides, "seeds": args.seeds,
+                                                   "best": best, "runs": records}, indent=1))
+    base = args.update.resolve().parent if args.update else out
+    text = markdown(records, out, base, args.seeds[0])
+    (out / "ablation.md").write_text(markdown(records, out, out, args.seeds[0]) + "\n")
+    if args.update:
+        update_between_markers(args.update, "ablation", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

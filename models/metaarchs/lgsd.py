@@ -1,0 +1,132 @@
+"""Local-to-Global Self-Distillation (LGSD, seed 000) around LGRNet: DINO-style self-distillation on unlabelled
+clips (Caron et al., DINO, ICCV 2021, arXiv 2104.14294) added to LGRNet's supervised loss.
+
+    student = LGRNet (trained), teacher = EMA of the student (never trained by gradients)
+    labelled batch   -> student -> supervised set-criterion losses (as LGRNet alone)
+    unlabelled batch -> G global views (long span, large crops) and L local views (short span, small crops)
+                        teacher sees the global views, the student sees all views;
+                        view embedding = frame bottleneck queries averaged over the view's frames, the n_q queries
+                        concatenated (B, n_q·C) -> projection head -> K logits
+                        loss_lgsd = weight · DINO cross-entropy (each teacher global view -> every other student
+                        view, teacher centred and sharpened)
+    after each optimizer step: teacher <- m·teacher + (1 − m)·student (m on a cosine 'momentum' -> 1)
+
+The queries are averaged over time but not over the query index: each query is a learned slot, so slot identity
+is comparable across views. Teacher temperature warms up linearly (``teacher_temp`` -> ``teacher_temp_final``
+over ``teacher_temp_warmup`` of training), as in DINO. The teacher always runs in eval mode (BatchNorm running
+statistics, copied from the student at each EMA step). Checkpoints hold both networks, both heads and the
+centre (they are submodules / buffers); evaluation and FLOP/parameter counts use the student, or the teacher with
+``lgsd.eval_with="teacher"``.
+
+Config: ``model = dict(name="LGSD", <LGRNet arguments>, lgsd=dict(...))`` — every key but ``lgsd`` goes to the
+student, so an LGSD config is a few lines on top of an LGRNet one.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from core.registry import MODELS
+from models.losses.dino import DINOHead, DINOLoss, cosine_schedule, ema_update, linear_warmup
+from models.metaarchs.lgrnet import LGRNet
+
+DEFAULTS = dict(
+    weight=1.0,                 # loss_lgsd = weight · DINO loss
+    out_dim=256,                # K, the projection head's output distribution (DINO: 65536 for ImageNet)
+    hidden_dim=512, bottleneck_dim=128, head_layers=3,
+    student_temp=0.1,
+    teacher_temp=0.04, teacher_temp_final=0.07, teacher_temp_warmup=0.3,  # warm-up: fraction of max_iter
+    center_momentum=0.9,
+    momentum=0.99, momentum_final=1.0,  # EMA momentum, cosine over training (DINO: 0.996 -> 1 over 100 epochs)
+    eval_with="student",        # "student" | "teacher": the network that predict() (evaluation) runs
+)
+
+
+@MODELS.register()
+class LGSD(nn.Module):
+    needs_unlabeled = True  # the trainer refuses to run it without data.unlabeled
+
+    def __init__(self, lgsd: dict | None = None, **student):
+        super().__init__()
+        unknown = set(lgsd or {}) - set(DEFAULTS)
+        if unknown:
+            raise KeyError(f"model.lgsd: unknown keys {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
+        self.cfg = {**DEFAULTS, **(lgsd or {})}
+        if self.cfg["eval_with"] not in ("student", "teacher"):
+            raise ValueError(f"model.lgsd.eval_with must be 'student' or 'teacher', got {self.cfg['eval_with']!r}")
+        self.student = LGRNet(**student)
+        enc = self.student.encoder
+        in_dim = enc.query_feat.num_embeddings * enc.d_model
+        self.student_head = DINOHead(in_dim, self.cfg["out_dim"], self.cfg["hidden_dim"],
+                                     self.cfg["bottleneck_dim"], self.cfg["head_layers"])
+        self.teacher = copy.deepcopy(self.student)
+        self.teacher_head = copy.deepcopy(self.student_head)
+        for p in list(self.teacher.parameters()) + list(self.teacher_head.parameters()):
+            p.requires_grad_(False)
+        self.dino = DINOLoss(self.cfg["out_dim"], self.cfg["student_temp"], self.cfg["center_momentum"])
+        self.num_classes = self.student.num_classes
+        self.iteration, self.max_iter = 0, 1  # set by the trainer (before_step) for the schedules
+        self.teacher.eval()
+        self.teacher_head.eval()
+
+    # ---- trainer protocol -----------------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()  # the teacher never uses batch statistics or dropout
+        self.teacher_head.eval()
+        return self
+
+    def before_step(self, iteration: int, max_iter: int) -> None:
+        """Called by the trainer before each step with the 0-based iteration: drives the schedules."""
+        self.iteration, self.max_iter = iteration, max_iter
+
+    def teacher_temp(self) -> float:
+        warm = int(round(self.cfg["teacher_temp_warmup"] * self.max_iter))
+        return linear_warmup(self.cfg["teacher_temp"], self.cfg["teacher_temp_final"], self.iteration, warm)
+
+    def momentum(self) -> float:
+        return cosine_schedule(self.cfg["momentum"], self.cfg["momentum_final"], self.iteration, self.max_iter)
+
+    def schedule_scalars(self) -> dict[str, float]:
+        return {"lgsd_momentum": self.momentum(), "lgsd_teacher_temp": self.teacher_temp()}
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        """Called by the trainer after each optimizer step that was taken (not after skipped steps)."""
+        m = self.momentum()
+        ema_update(self.teacher, self.student, m)
+        ema_update(self.teacher_head, self.student_head, m)
+
+    def inference_model(self) -> nn.Module:
+        """The network evaluation runs (parameter counts report this one)."""
+        return self.teacher if self.cfg["eval_with"] == "teacher" else self.student
+
+    # ---- forward ----------------------------------------------------------------------------------------
+    def _embed(self, net: LGRNet, head: DINOHead, views: torch.Tensor) -> list[torch.Tensor]:
+        """views (B, V, T, 3, H, W) -> V tensors of logits (B, K), one per view."""
+        b, v = views.shape[:2]
+        q = net.frame_queries(views.flatten(0, 1))  # (B·V, T, n_q, C)
+        logits = head(q.mean(1).flatten(1))  # (B·V, K)
+        return list(logits.unflatten(0, (b, v)).unbind(1))
+
+    def distillation_loss(self, unlabeled: dict) -> torch.Tensor:
+        glob = unlabeled["global"]
+        student = self._embed(self.student, self.student_head, glob)
+        if "local" in unlabeled:
+            student += self._embed(self.student, self.student_head, unlabeled["local"])
+        with torch.no_grad():
+            teacher = self._embed(self.teacher, self.teacher_head, glob)
+        return self.dino(student, teacher, self.teacher_temp())
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        losses = self.student(batch)
+        unlabeled = batch.get("unlabeled")
+        if unlabeled is not None and self.cfg["weight"] > 0:
+            losses["loss_lgsd"] = self.cfg["weight"] * self.distillation_loss(unlabeled)
+        return losses
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> dict[str, torch.Tensor]:
+        return self.inference_model().predict(batch)
