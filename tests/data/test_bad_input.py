@@ -1,7 +1,6 @@
 """Each bad input gets a one-line error naming the file/key and what was expected; nothing on disk is lost."""
 from __future__ import annotations
 
-import shutil
 
 import nibabel as nib
 import numpy as np

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
-import pytest
 import torch
 
 from core.catalog import DatasetCatalog, MetadataCatalog

@@ -3,7 +3,6 @@ clean data; every kind of corruption is reported once, with its file, and the sc
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
