@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """Seed 000's ablation table from real runs: BASIC, +HTS, +LGSD, +HTS+LGSD on the embedded data.
 
-    python benchmarks/ablation.py [--out output/ablation] [--seeds 0 1] [--update README.md] [key=value ...]
+    python benchmarks/ablation.py [--out output/ablation] [--seeds 0 1] [--spread_rows best|all] [--update README.md]
+        [key=value ...]
 
 Every row is LGRNet-tiny trained with `main.py --trainer_mode train_attmpt` for the same number of iterations
 (its config's ``train.max_iter``, 600; ``train.max_iter=N`` as an override changes all rows) with the same seed,
 evaluated once after the last iteration on echo_synth_random_test. Then the best row (by mDice) and BASIC are
-trained again with each further seed of ``--seeds``, for the seed spread. A run whose directory already holds a
+trained again with each further seed of ``--seeds``, for the seed spread (``--spread_rows all``: every row). A run whose directory already holds a
 final evaluation is reused (``--rerun`` trains it again), so an interrupted ablation continues where it stopped.
 
 Writes into ``--out``: one run directory per (row, seed), each with its ``curves.png`` (tools/plot_curves.py),
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
                     help="first: every row; the others: the best row and BASIC")
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--spread_rows", choices=["best", "all"], default="best",
+                    help="rows trained with the further seeds: BASIC and the best row (default), or every row")
     ap.add_argument("--update", type=Path, help="Markdown file whose <!-- results:ablation --> block to replace")
     ap.add_argument("--rerun", action="store_true", help="train again even where a finished run exists")
     ap.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
@@ -119,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     records = [train(label, args.seeds[0], out, args.overrides, args.rerun) for label in args.rows]
     best = max(records, key=lambda r: r["mDice"])["label"]
-    again = [lab for lab in dict.fromkeys(["BASIC", best]) if lab in args.rows]
+    again = args.rows if args.spread_rows == "all" else [lab for lab in dict.fromkeys(["BASIC", best])
+                                                          if lab in args.rows]
     print(f"best row at seed {args.seeds[0]}: {best}; further seeds {args.seeds[1:]} for {again}", flush=True)
     for seed in args.seeds[1:]:
         records += [train(label, seed, out, args.overrides, args.rerun) for label in again]

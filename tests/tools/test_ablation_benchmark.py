@@ -67,3 +67,6 @@ def test_rows_seeds_table_and_reuse(tmp_path, monkeypatch):
     calls.clear()
     assert mod.main(argv) == 0  # everything finished: nothing is trained again
     assert calls == []
+    assert mod.main(["--spread_rows", "all", *argv]) == 0  # only the missing further-seed runs are trained
+    assert [(c, s) for c, s, _ in calls] == [("lgrnet_tiny_hts.py", 1), ("lgrnet_tiny_hts_lgsd.py", 1)]
+    assert "| +HTS | 0, 1 | 0.9100, 0.9110 | 0.9105 ± 0.0005 |" in readme.read_text()
