@@ -18,11 +18,17 @@ from core import comm
 
 class DINOHead(nn.Module):
     """(B, in_dim) -> (B, out_dim) logits: MLP (GELU) to a bottleneck, L2 normalisation, weight-normalised
-    linear layer without bias (its norm frozen at 1, as in DINO, so the logits stay bounded)."""
+    linear layer without bias (its norm frozen at 1, as in DINO, so the logits stay bounded).
+
+    ``input_norm=True`` standardises each input feature over the batch first (BatchNorm without affine
+    parameters; running statistics in eval mode, i.e. in the teacher). Features whose across-sample variation is
+    small next to a shared component (LGRNet's frame queries: cosine 0.998 between different clips) otherwise
+    reach the head as nearly one vector: the centred teacher targets turn uniform and the loss sits at log K."""
 
     def __init__(self, in_dim: int, out_dim: int = 1024, hidden_dim: int = 512, bottleneck_dim: int = 128,
-                 num_layers: int = 3):
+                 num_layers: int = 3, input_norm: bool = False):
         super().__init__()
+        self.input_norm = nn.BatchNorm1d(in_dim, affine=False) if input_norm else nn.Identity()
         dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [bottleneck_dim]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
@@ -39,7 +45,7 @@ class DINOHead(nn.Module):
         self.last.parametrizations.weight.original0.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.last(F.normalize(self.mlp(x), dim=-1))
+        return self.last(F.normalize(self.mlp(self.input_norm(x)), dim=-1))
 
 
 class DINOLoss(nn.Module):
@@ -56,6 +62,7 @@ class DINOLoss(nn.Module):
         super().__init__()
         self.student_temp, self.center_momentum = student_temp, center_momentum
         self.register_buffer("center", torch.zeros(1, out_dim))
+        self.last_target_entropy: float | None = None  # mean entropy of the last call's targets (a collapse gauge)
 
     def forward(self, student: list[torch.Tensor], teacher: list[torch.Tensor], teacher_temp: float
                 ) -> torch.Tensor:
@@ -63,6 +70,9 @@ class DINOLoss(nn.Module):
             raise ValueError(f"DINOLoss needs 1 <= teacher views <= student views and >= 2 student views, got "
                              f"{len(teacher)} teacher / {len(student)} student")
         targets = [F.softmax((t.detach().float() - self.center) / teacher_temp, dim=-1) for t in teacher]
+        with torch.no_grad():
+            q = torch.cat(targets)
+            self.last_target_entropy = float(-(q * q.clamp_min(1e-12).log()).sum(-1).mean())
         logps = [F.log_softmax(s.float() / self.student_temp, dim=-1) for s in student]
         total, pairs = 0.0, 0
         for i, q in enumerate(targets):

@@ -36,6 +36,7 @@ DEFAULTS = dict(
     weight=1.0,                 # loss_lgsd = weight · DINO loss
     out_dim=256,                # K, the projection head's output distribution (DINO: 65536 for ImageNet)
     hidden_dim=512, bottleneck_dim=128, head_layers=3,
+    head_input_norm=True,       # standardise the pooled queries over the batch before the head (see DINOHead)
     student_temp=0.1,
     teacher_temp=0.04, teacher_temp_final=0.07, teacher_temp_warmup=0.3,  # warm-up: fraction of max_iter
     center_momentum=0.9,
@@ -60,7 +61,8 @@ class LGSD(nn.Module):
         enc = self.student.encoder
         in_dim = enc.query_feat.num_embeddings * enc.d_model
         self.student_head = DINOHead(in_dim, self.cfg["out_dim"], self.cfg["hidden_dim"],
-                                     self.cfg["bottleneck_dim"], self.cfg["head_layers"])
+                                     self.cfg["bottleneck_dim"], self.cfg["head_layers"],
+                                     self.cfg["head_input_norm"])
         self.teacher = copy.deepcopy(self.student)
         self.teacher_head = copy.deepcopy(self.student_head)
         for p in list(self.teacher.parameters()) + list(self.teacher_head.parameters()):
@@ -90,7 +92,11 @@ class LGSD(nn.Module):
         return cosine_schedule(self.cfg["momentum"], self.cfg["momentum_final"], self.iteration, self.max_iter)
 
     def schedule_scalars(self) -> dict[str, float]:
-        return {"lgsd_momentum": self.momentum(), "lgsd_teacher_temp": self.teacher_temp()}
+        """Logged each step: the schedules and the teacher targets' mean entropy (log K = collapsed to uniform)."""
+        out = {"lgsd_momentum": self.momentum(), "lgsd_teacher_temp": self.teacher_temp()}
+        if self.dino.last_target_entropy is not None:
+            out["lgsd_target_entropy"] = self.dino.last_target_entropy
+        return out
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
@@ -104,20 +110,28 @@ class LGSD(nn.Module):
         return self.teacher if self.cfg["eval_with"] == "teacher" else self.student
 
     # ---- forward ----------------------------------------------------------------------------------------
-    def _embed(self, net: LGRNet, head: DINOHead, views: torch.Tensor) -> list[torch.Tensor]:
-        """views (B, V, T, 3, H, W) -> V tensors of logits (B, K), one per view."""
-        b, v = views.shape[:2]
+    @staticmethod
+    def _features(net: LGRNet, views: torch.Tensor) -> torch.Tensor:
+        """views (B, V, T, 3, H, W) -> pooled frame queries (B·V, n_q·C), view-major within each clip."""
         q = net.frame_queries(views.flatten(0, 1))  # (B·V, T, n_q, C)
-        logits = head(q.mean(1).flatten(1))  # (B·V, K)
-        return list(logits.unflatten(0, (b, v)).unbind(1))
+        return q.mean(1).flatten(1)
+
+    @staticmethod
+    def _per_view(logits: torch.Tensor, b: int) -> list[torch.Tensor]:
+        return list(logits.unflatten(0, (b, -1)).unbind(1))  # V tensors (B, K)
 
     def distillation_loss(self, unlabeled: dict) -> torch.Tensor:
         glob = unlabeled["global"]
-        student = self._embed(self.student, self.student_head, glob)
-        if "local" in unlabeled:
-            student += self._embed(self.student, self.student_head, unlabeled["local"])
+        b, n_global = glob.shape[:2]
+        feats = self._features(self.student, glob)
+        if "local" in unlabeled:  # one head call for all views: one set of batch statistics in the head
+            loc = self._features(self.student, unlabeled["local"])
+            logits = self.student_head(torch.cat([feats, loc]))
+            student = self._per_view(logits[:len(feats)], b) + self._per_view(logits[len(feats):], b)
+        else:
+            student = self._per_view(self.student_head(feats), b)
         with torch.no_grad():
-            teacher = self._embed(self.teacher, self.teacher_head, glob)
+            teacher = self._per_view(self.teacher_head(self._features(self.teacher, glob)), b)
         return self.dino(student, teacher, self.teacher_temp())
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:

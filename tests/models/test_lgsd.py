@@ -50,7 +50,7 @@ def test_distillation_loss_trains_the_student_and_head_only_and_moves_the_centre
 
 
 def test_teacher_is_the_ema_of_the_student_under_the_momentum_schedule():
-    model = _lgsd(momentum=0.9, momentum_final=1.0)
+    model = _lgsd(momentum=0.9, momentum_final=1.0, teacher_temp=0.04, teacher_temp_final=0.07)
     for pt, ps in zip(model.teacher.parameters(), model.student.parameters()):
         assert torch.equal(pt, ps)  # starts as a copy
     before = [p.clone() for p in model.teacher.parameters()]

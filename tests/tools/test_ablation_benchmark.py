@@ -19,7 +19,7 @@ def _load():
 
 
 def _fake_train(calls):
-    def run(cmd, check, cwd, stdout):
+    def run(cmd, check, cwd, stdout, env):
         config = Path(cmd[cmd.index("--config_file") + 1]).name
         out = Path(cmd[cmd.index("--output_dir") + 1])
         seed = int(next(c for c in cmd if c.startswith("train.seed=")).split("=")[1])
