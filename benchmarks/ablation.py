@@ -86,7 +86,7 @@ def train(label: str, seed: int, out: Path, overrides: list[str], rerun: bool, t
     return record
 
 
-def markdown(records: list[dict], out: Path, links_base: Path, first_seed: int) -> str:
+def markdown(records: list[dict], out: Path, links_base: Path, first_seed: int, command: str) -> str:
     first = [r for r in records if r["seed"] == first_seed]
     runs = [f"{r['label']}={out / r['run']}" for r in first]
     lines = [f"Seed {first_seed}, {first[0]['iterations']} iterations each, {DATASET}:", "",
@@ -109,8 +109,7 @@ def markdown(records: list[dict], out: Path, links_base: Path, first_seed: int) 
               "| row | seed | threads | runs side by side | s/it | wall-clock (s) |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['label']} | {r['seed']} | {r.get('threads', 2)} | {r.get('concurrent_runs', 1)} | "
               f"{r['s_per_iter']:.2f} | {r['wall_s']:.0f} |" for r in records]
-    lines += ["", f"Regenerate: `python benchmarks/ablation.py --update README.md` (runs reused from {out.name}/ "
-                  f"when present)."]
+    lines += ["", f"Regenerate: `{command}` (finished runs in {out.name}/ are reused; `--rerun` trains them again)."]
     return "\n".join(lines)
 
 
@@ -151,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     (out / "ablation.json").write_text(json.dumps({"overrides": args.overrides, "seeds": args.seeds,
                                                    "best": best, "runs": records}, indent=1))
     base = args.update.resolve().parent if args.update else out
-    text = markdown(records, out, base, args.seeds[0])
-    (out / "ablation.md").write_text(markdown(records, out, out, args.seeds[0]) + "\n")
+    command = " ".join(["python benchmarks/ablation.py", *(argv if argv is not None else sys.argv[1:])])
+    text = markdown(records, out, base, args.seeds[0], command)
+    (out / "ablation.md").write_text(markdown(records, out, out, args.seeds[0], command) + "\n")
     if args.update:
         update_between_markers(args.update, "ablation", text)
     print(text)
