@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""How much LGSD's view embeddings (pooled frame queries) differ between clips and between views of one clip.
+
+    python benchmarks/lgsd_feature_spread.py output/ablation/basic_seed0 [--clips 16]
+
+Loads ``<run>/checkpoints/model_final.pth`` (LGRNet, or LGSD's student), draws LGSDViewMapper views (2 global,
+2 local) of ``--clips`` unlabelled clips spread over echo_synth_random_unlabeled and prints the mean cosine
+similarity of the features LGSD's head sees: two global views of one clip, a global and a local view of one
+clip, and global views of different clips, plus the across-clip spread (|x − mean| / |x|). Cosines near 1
+between different clips mean the features carry little clip identity for self-distillation to work with.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import data_schedule  # noqa: E402,F401  (registers mappers and datasets)
+import models  # noqa: E402,F401
+from core.catalog import DatasetCatalog  # noqa: E402
+from core.registry import MAPPERS, MODELS, build  # noqa: E402
+from data_schedule.build import collate  # noqa: E402
+
+
+@torch.no_grad()
+def spread(run: Path, clips: int) -> dict[str, float]:
+    ckpt = torch.load(run / "checkpoints" / "model_final.pth", map_location="cpu", weights_only=False)
+    model = build(MODELS, ckpt["config"]["model"]).eval()
+    model.load_state_dict(ckpt["model"])
+    net = getattr(model, "student", model)
+    mapper = build(MAPPERS, {"name": "LGSDViewMapper", "clip_len": 4, "num_global": 2, "num_local": 2,
+                             "local_scale": [0.15, 0.4]})
+    metas = DatasetCatalog.get("echo_synth_random_unlabeled")
+    picked = [metas[i] for i in range(0, len(metas), max(1, len(metas) // clips))][:clips]
+    batch = collate([mapper(m, seed=i) for i, m in enumerate(picked)])
+
+    def feats(views):  # (N, V, T, 3, H, W) -> (N, V, n_q·C), as LGSD pools them
+        q = net.frame_queries(views.flatten(0, 1))
+        return q.mean(1).flatten(1).unflatten(0, views.shape[:2])
+
+    g, loc = feats(batch["global"]), feats(batch["local"])
+    gn, ln = F.normalize(g, dim=-1), F.normalize(loc, dim=-1)
+    cross = gn[:, 0] @ gn[:, 0].T
+    off_diag = cross[~torch.eye(len(picked), dtype=torch.bool)]
+    centred = g[:, 0] - g[:, 0].mean(0)
+    return {"cos two global views, same clip": float((gn[:, 0] * gn[:, 1]).sum(-1).mean()),
+            "cos global vs local view, same clip": float((gn[:, 0] * ln[:, 0]).sum(-1).mean()),
+            "cos global views, different clips": float(off_diag.mean()),
+            "across-clip spread |x - mean| / |x|": float(centred.norm(dim=-1).mean() / g[:, 0].norm(dim=-1).mean())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--clips", type=int, default=16)
+    args = ap.parse_args(argv)
+    for k, v in spread(args.run, args.clips).items():
+        print(f"{k}: {v:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
