@@ -12,7 +12,9 @@ clips (Caron et al., DINO, ICCV 2021, arXiv 2104.14294) added to LGRNet's superv
     after each optimizer step: teacher <- m·teacher + (1 − m)·student (m on a cosine 'momentum' -> 1)
 
 The queries are averaged over time but not over the query index: each query is a learned slot, so slot identity
-is comparable across views. Teacher temperature warms up linearly (``teacher_temp`` -> ``teacher_temp_final``
+is comparable across views; the head standardises them over the batch first (``head_input_norm``, see
+``DINOHead``), all student views in one call. ``lgsd_target_entropy`` (logged) is the teacher targets' mean
+entropy: log K means they went uniform. Teacher temperature warms up linearly (``teacher_temp`` -> ``teacher_temp_final``
 over ``teacher_temp_warmup`` of training), as in DINO. The teacher always runs in eval mode (BatchNorm running
 statistics, copied from the student at each EMA step). Checkpoints hold both networks, both heads and the
 centre (they are submodules / buffers); evaluation and FLOP/parameter counts use the student, or the teacher with
