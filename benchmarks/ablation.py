@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -79,7 +81,7 @@ def train(label: str, seed: int, out: Path, overrides: list[str], rerun: bool, t
     record = dict(label=label, config=ROWS[label], seed=seed, run=str(run.relative_to(out)), wall_s=wall,
                   s_per_iter=sum(times) / len(times), iterations=m["iteration"], mDice=m["mDice"], mIoU=m["mIoU"],
                   dice={k[5:]: v for k, v in m.items() if k.startswith("Dice_")},
-                  threads=threads or __import__("torch").get_num_threads(), concurrent_runs=jobs)
+                  threads=threads or torch.get_num_threads(), concurrent_runs=jobs)
     record_file.write_text(json.dumps(record, indent=1))
     plot_run(run, run / "curves.png")
     print(f"{label} seed {seed}: mDice {m['mDice']:.4f}, {wall:.0f} s ({record['s_per_iter']:.2f} s/it)", flush=True)
@@ -99,8 +101,9 @@ def markdown(records: list[dict], out: Path, links_base: Path, first_seed: int, 
         lines += ["Seed spread (mDice per seed; mean ± half the range):", "",
                   "| row | seeds | mDice per seed | mean ± half-range |", "|---|---|---|---|"]
         for label, rs in multi.items():
-            vals = [r["mDice"] for r in sorted(rs, key=lambda r: r["seed"])]
-            lines.append(f"| {label} | {', '.join(str(r['seed']) for r in sorted(rs, key=lambda r: r['seed']))} | "
+            rs = sorted(rs, key=lambda r: r["seed"])
+            vals = [r["mDice"] for r in rs]
+            lines.append(f"| {label} | {', '.join(str(r['seed']) for r in rs)} | "
                          f"{', '.join(f'{v:.4f}' for v in vals)} | {sum(vals) / len(vals):.4f} ± "
                          f"{(max(vals) - min(vals)) / 2:.4f} |")
         lines.append("")

@@ -3,8 +3,8 @@
 
     python benchmarks/lgsd_feature_spread.py output/ablation/basic_seed0 [--clips 16]
 
-Loads ``<run>/checkpoints/model_final.pth`` (LGRNet, or LGSD's student), draws LGSDViewMapper views (2 global,
-2 local) of ``--clips`` unlabelled clips spread over echo_synth_random_unlabeled and prints the mean cosine
+Loads ``<run>/checkpoints/model_final.pth`` (LGRNet, or LGSD's student), draws the views of
+``configs/cardiac/lgrnet_tiny_lgsd.py`` (2 global, 2 local) of ``--clips`` unlabelled clips spread over echo_synth_random_unlabeled and prints the mean cosine
 similarity of the features LGSD's head sees: two global views of one clip, a global and a local view of one
 clip, and global views of different clips, plus the across-clip spread (|x − mean| / |x|). Cosines near 1
 between different clips mean the features carry little clip identity for self-distillation to work with.
@@ -23,7 +23,10 @@ sys.path.insert(0, str(REPO))
 
 import data_schedule  # noqa: E402,F401  (registers mappers and datasets)
 import models  # noqa: E402,F401
+from omegaconf import OmegaConf  # noqa: E402
+
 from core.catalog import DatasetCatalog  # noqa: E402
+from core.config import load_config  # noqa: E402
 from core.registry import MAPPERS, MODELS, build  # noqa: E402
 from data_schedule.build import collate  # noqa: E402
 
@@ -34,8 +37,8 @@ def spread(run: Path, clips: int) -> dict[str, float]:
     model = build(MODELS, ckpt["config"]["model"]).eval()
     model.load_state_dict(ckpt["model"])
     net = getattr(model, "student", model)
-    mapper = build(MAPPERS, {"name": "LGSDViewMapper", "clip_len": 4, "num_global": 2, "num_local": 2,
-                             "local_scale": [0.15, 0.4]})
+    views = OmegaConf.to_container(load_config(REPO / "configs/cardiac/lgrnet_tiny_lgsd.py").data.unlabeled.mapper)
+    mapper = build(MAPPERS, {**views, "num_local": 2})  # the +LGSD views, 2 local ones per clip
     metas = DatasetCatalog.get("echo_synth_random_unlabeled")
     picked = [metas[i] for i in range(0, len(metas), max(1, len(metas) // clips))][:clips]
     batch = collate([mapper(m, seed=i) for i, m in enumerate(picked)])

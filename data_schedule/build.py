@@ -22,10 +22,12 @@ def collate(samples: list[dict]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in samples[0]:
         vals = [s[key] for s in samples]
-        if key in _STACK_KEYS and isinstance(vals[0], dict):
+        if key not in _STACK_KEYS:
+            out[key] = vals
+        elif isinstance(vals[0], dict):
             out[key] = {k: torch.stack([v[k] for v in vals]) for k in vals[0]}
         else:
-            out[key] = torch.stack(vals) if key in _STACK_KEYS else vals
+            out[key] = torch.stack(vals)
     return out
 
 

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 CLASSES = ["LV", "LA", "RA", "RV"]  # label values 1..4 (REFERENCE 1.1: GraphEcho/GDKVM convention)
 COLORS = [(230, 60, 60), (60, 200, 80), (70, 120, 240), (240, 210, 50)]
 SITES = ["Site_G_100", "Site_G_20", "Site_G_29", "Site_R_126", "Site_R_52", "Site_R_73"]
+RANDOM_SPLIT_SITES = [s for s in SITES if s != "Site_R_73"]  # Site_R_73 has no labels
 SITE_SPLIT = {"train": ["Site_G_100", "Site_R_126"], "val": ["Site_G_20", "Site_R_52"], "test": ["Site_G_29"]}
 RANDOM_SPLIT_SEED = 2024
 RANDOM_TRAIN_FRACTION = 0.8
@@ -155,11 +156,10 @@ def load_split(prefix: str, split: str, part: str) -> list[dict]:
         videos = [v for v in videos if v["annotated_frames"]]
         samples = annotated_samples(videos)
     elif split == "random":
-        entries = random_split(list_videos(root, [s for s in SITES if s != "Site_R_73"]), part)
+        entries = random_split(list_videos(root, RANDOM_SPLIT_SITES), part)
         samples = annotated_samples(_decode(entries, may_skip=train))
     elif split == "random_unlabeled":  # every video except the random split's test videos
-        test = {(v["site"], v["video"]) for v in random_split(list_videos(root, [s for s in SITES
-                                                                                  if s != "Site_R_73"]), "test")}
+        test = {(v["site"], v["video"]) for v in random_split(list_videos(root, RANDOM_SPLIT_SITES), "test")}
         entries = [v for v in list_videos(root, SITES) if (v["site"], v["video"]) not in test]
         samples = unlabeled_samples(_decode(entries, may_skip=True))
     else:  # unlabeled

@@ -50,22 +50,24 @@ class LGRNet(nn.Module):
                              num_classes=num_classes, n_levels=len(self.levels))
         self.criterion = build(LOSSES, {"name": "VideoSetCriterion", **(loss or {})}, num_classes=num_classes)
 
+    def _encode(self, video: torch.Tensor) -> tuple[dict, list[torch.Tensor], torch.Tensor]:
+        """video (B, T, 3, H, W) in [0, 1] -> (backbone features res2..res5, each (B·T, C_l, H_l, W_l); encoder
+        outputs coarse to fine, each (B·T, C, H_l, W_l); frame queries (B, T, n_q, C))."""
+        b, t = video.shape[:2]
+        feats = self.backbone(video.flatten(0, 1))
+        enc, queries = self.encoder([self.input_proj[name](feats[name]) for name in self.levels], b, t)
+        return feats, enc, queries
+
     def _run(self, video: torch.Tensor) -> tuple[dict, torch.Tensor]:
         """video (B, T, 3, H, W) in [0, 1] -> (decoder outputs, frame queries (B, T, n_q, C))."""
-        b, t = video.shape[:2]
-        feats = self.backbone(video.flatten(0, 1))  # res2..res5, each (B·T, C_l, H_l, W_l)
-        proj = [self.input_proj[name](feats[name]) for name in self.levels]
-        enc, queries = self.encoder(proj, b, t)  # coarse to fine, each (B·T, C, H_l, W_l)
+        feats, enc, queries = self._encode(video)
         mask_features = self.pixel_decoder(feats["res2"], enc[-1], feats.get("res1"))  # (B·T, C, H/s, W/s)
-        return self.decoder(enc, mask_features, b, t), queries
+        return self.decoder(enc, mask_features, *video.shape[:2]), queries
 
     def frame_queries(self, video: torch.Tensor) -> torch.Tensor:
         """video (B, T, 3, H, W) -> the encoder's frame bottleneck queries (B, T, n_q, C), without the pixel
         decoder and mask decoder (LGSD's views need only these)."""
-        b, t = video.shape[:2]
-        feats = self.backbone(video.flatten(0, 1))
-        _, queries = self.encoder([self.input_proj[name](feats[name]) for name in self.levels], b, t)
-        return queries
+        return self._encode(video)[2]
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         outputs, _ = self._run(batch["video"])

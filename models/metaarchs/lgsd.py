@@ -30,7 +30,7 @@ import copy
 import torch
 from torch import nn
 
-from core.registry import MODELS
+from core.registry import MODELS, did_you_mean
 from models.losses.dino import DINOHead, DINOLoss, cosine_schedule, ema_update, linear_warmup
 from models.metaarchs.lgrnet import LGRNet
 
@@ -53,9 +53,9 @@ class LGSD(nn.Module):
 
     def __init__(self, lgsd: dict | None = None, **student):
         super().__init__()
-        unknown = set(lgsd or {}) - set(DEFAULTS)
+        unknown = sorted(set(lgsd or {}) - set(DEFAULTS))
         if unknown:
-            raise KeyError(f"model.lgsd: unknown keys {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
+            raise KeyError(f"model.lgsd: unknown keys {unknown}; {did_you_mean(unknown[0], DEFAULTS)}")
         self.cfg = {**DEFAULTS, **(lgsd or {})}
         if self.cfg["eval_with"] not in ("student", "teacher"):
             raise ValueError(f"model.lgsd.eval_with must be 'student' or 'teacher', got {self.cfg['eval_with']!r}")
@@ -72,8 +72,7 @@ class LGSD(nn.Module):
         self.dino = DINOLoss(self.cfg["out_dim"], self.cfg["student_temp"], self.cfg["center_momentum"])
         self.num_classes = self.student.num_classes
         self.iteration, self.max_iter = 0, 1  # set by the trainer (before_step) for the schedules
-        self.teacher.eval()
-        self.teacher_head.eval()
+        self.train()  # puts the teacher in eval mode
 
     # ---- trainer protocol -----------------------------------------------------------------------------
     def train(self, mode: bool = True):
