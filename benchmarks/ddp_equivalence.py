@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
+from core.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,7 +59,7 @@ def compare(common: list[str], args, env: dict) -> tuple[float, float, float]:
             proc = subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True)
             if proc.returncode:
                 sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
-            weights[name] = torch.load(out / "checkpoints" / "model_final.pth", weights_only=False)["model"]
+            weights[name] = load_checkpoint(out / "checkpoints" / "model_final.pth")["model"]
         a, t, b = weights["1 process"], weights["2 threads"], weights["2 processes"]
         base = max((a[k].float() - t[k].float()).abs().max().item() for k in a)
         diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)

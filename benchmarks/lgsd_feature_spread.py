@@ -26,6 +26,7 @@ import models  # noqa: E402,F401
 from omegaconf import OmegaConf  # noqa: E402
 
 from core.catalog import DatasetCatalog  # noqa: E402
+from core.checkpoint import load_checkpoint  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.registry import MAPPERS, MODELS, build  # noqa: E402
 from data_schedule.build import collate  # noqa: E402
@@ -33,7 +34,7 @@ from data_schedule.build import collate  # noqa: E402
 
 @torch.no_grad()
 def spread(run: Path, clips: int) -> dict[str, float]:
-    ckpt = torch.load(run / "checkpoints" / "model_final.pth", map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(run / "checkpoints" / "model_final.pth")
     model = build(MODELS, ckpt["config"]["model"]).eval()
     model.load_state_dict(ckpt["model"])
     net = getattr(model, "student", model)

@@ -58,7 +58,7 @@ def child(args) -> None:
     torch.manual_seed(0)
     model = build_model(cfg, torch.device("cpu")).eval()
     size = tuple(cfg.data.eval_mapper.size)
-    frames = np.load(args.video, mmap_mode="r")
+    frames = np.load(args.video, mmap_mode="r", allow_pickle=False)
     rss_before = _rss_kib()
     t0 = time.perf_counter()
     labels = predict_video(model, frames, size=size, window=args.window, overlap=args.overlap,

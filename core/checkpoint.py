@@ -1,15 +1,24 @@
-"""Checkpoint files: atomic writes, discovery in iteration order, validated loading.
+"""Checkpoint files: atomic writes, discovery in iteration order, validated and safe loading.
 
 A checkpoint is a dict with at least ``model``, ``optimizer``, ``scheduler``, ``iteration``, ``rng``, ``sampler``,
 ``hooks``, ``model_name`` and ``config``. Files are written to a temporary name in the same folder, fsynced and
 renamed, so a crash mid-write never leaves a truncated file under a checkpoint's name.
+
+Checkpoints are data, never code: everything in one is a tensor or plain data (dicts, lists, tuples, strings,
+numbers), and every read uses ``torch.load(..., weights_only=True)``, whose unpickler refuses any other type
+before it is built. A file that holds anything else (e.g. an object whose unpickling would call ``os.system``) is
+refused with a ``CheckpointError`` naming the type. The RNG states of numpy and ``random`` are stored as tensors
+and numbers for that reason (``get_rng_state``); checkpoints written before that stored numpy's state as an
+ndarray, which the loader accepts through a narrow allow-list (``_LEGACY_GLOBALS``).
 """
 from __future__ import annotations
 
 import logging
 import os
+import pickletools
 import random
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -67,19 +76,68 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
     return sorted(files, key=checkpoint_iteration)
 
 
+# Exactly what rebuilds the numpy RNG state of checkpoints written before RNG states became tensors: a uint32
+# ndarray. An object array would also need numpy.dtypes.ObjectDType, which stays refused.
+_LEGACY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
+_SAFE_MODULES = ("torch", "collections", "numpy")  # what the weights-only unpickler (plus the list above) takes
+
+
 def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint onto the CPU; a missing, truncated or foreign file raises ``CheckpointError``."""
+    """Load a checkpoint onto the CPU without running code: a missing, truncated or foreign file, or one that
+    holds a pickled object other than tensors and plain data, raises ``CheckpointError`` (nothing is executed)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_LEGACY_GLOBALS):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        unsafe = _unsafe_globals(path)
+        if unsafe:
+            raise CheckpointError(f"Checkpoint {path} contains a pickled object of type {unsafe[0]}; refusing to "
+                                  f"load it (only tensors and plain data are accepted)") from None
         raise CheckpointError(f"Checkpoint {path} is corrupt or truncated ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"Checkpoint {path} is not a MedVidSeg checkpoint (no 'model' entry)")
     return ckpt
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """Importable names (``module.name``) a pickle file refers to beyond tensors and plain data, read from its
+    opcodes without unpickling anything. torch's own scan covers its zip format; older formats (a bare pickle,
+    torch's pre-1.6 sequence of pickles) are walked with ``pickletools``, which torch does not offer."""
+    try:
+        if zipfile.is_zipfile(path):
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        else:
+            names = _pickle_globals(path)
+    except Exception:  # an unreadable file: reported as corrupt by the caller
+        return []
+    return [n for n in names if n.split(".")[0] not in _SAFE_MODULES]
+
+
+def _pickle_globals(path: Path) -> list[str]:
+    """``module.name`` of every GLOBAL / STACK_GLOBAL opcode in the pickles of a file, in order."""
+    names: list[str] = []
+    with open(path, "rb") as f:
+        while f.peek(1)[:1]:
+            strings: list = []  # recent string operands (STACK_GLOBAL takes the last two)
+            memo: dict = {}
+            for op, arg, _ in pickletools.genops(f):
+                if op.name == "GLOBAL":
+                    names.append(arg.replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str) and "UNICODE" in op.name:
+                    strings.append(arg)
+                elif op.name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
+                    memo[arg] = strings[-1]
+                elif op.name == "MEMOIZE" and strings:
+                    memo[len(memo)] = strings[-1]
+                elif op.name in ("BINGET", "LONG_BINGET", "GET") and arg in memo:
+                    strings.append(memo[arg])
+    return names
 
 
 def latest_valid_checkpoint(folder: str | Path) -> tuple[Path, dict] | None:
@@ -108,15 +166,31 @@ def check_model_matches(ckpt: dict, path: str | Path, model_name: str, model: to
 
 
 def get_rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The torch, numpy, ``random`` (and CUDA) generator states as tensors and numbers, so that a weights-only load
+    restores them exactly (``set_rng_state``)."""
+    np_state = np.random.get_state(legacy=False)  # {"bit_generator", "state": {"key", "pos"}, "has_gauss", "gauss"}
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {**np_state, "state": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                                             "pos": int(np_state["state"]["pos"])}},
+             "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
+                        "gauss_next": gauss_next}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore what ``get_rng_state`` returned, or the tuples that checkpoints of earlier versions stored."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    np_state = state["numpy"]
+    if isinstance(np_state, dict):
+        key = np_state["state"]["key"].numpy().astype(np.uint32)
+        np_state = {**np_state, "state": {"key": key, "pos": np_state["state"]["pos"]}}
+    np.random.set_state(np_state)
+    py = state["python"]
+    if isinstance(py, dict):
+        py = (py["version"], tuple(py["internal"].tolist()), py["gauss_next"])
+    random.setstate(py)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

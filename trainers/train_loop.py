@@ -64,6 +64,7 @@ class Trainer:
         self.latest_eval: dict | None = None
         self.step_scalars: dict[str, float] = {}
         self.skipped_steps = 0  # non-finite steps dropped under train.nonfinite.policy=skip
+        self.amp_skipped_steps = 0  # steps the fp16 GradScaler skipped (inf/NaN gradients)
         self.skipped_samples, self.bad_files = 0, set()  # under data.bad_sample_policy=skip
         if tc.nonfinite.policy not in ("error", "skip"):
             raise ValueError(f"train.nonfinite.policy must be 'error' or 'skip', got {tc.nonfinite.policy!r}")
@@ -100,6 +101,7 @@ class Trainer:
                         "world_size": comm.get_world_size()},
             "hooks": {type(h).__name__: h.state_dict() for h in self.hooks},
             "skipped_steps": self.skipped_steps,
+            "amp_skipped_steps": self.amp_skipped_steps,
             "model_name": self.cfg.model.name,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
@@ -117,6 +119,7 @@ class Trainer:
                              f"{comm.get_world_size()} would change the data order")
         self.rng_state = ckpt["rng"]
         self.skipped_steps = int(ckpt.get("skipped_steps", 0))
+        self.amp_skipped_steps = int(ckpt.get("amp_skipped_steps", 0))
         for h in self.hooks:
             h.load_state_dict(ckpt.get("hooks", {}).get(type(h).__name__, {}))
         logger.info(f"Resumed from {path} at iteration {self.start_iter}")
@@ -248,10 +251,15 @@ class Trainer:
         if tc.clip_grad.max_norm:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_grad.max_norm,
                                            norm_type=tc.clip_grad.norm_type)
+        scale = self.scaler.get_scale()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        if hasattr(self.model, "after_optimizer_step"):  # e.g. LGSD's EMA teacher update
+        # The fp16 GradScaler skips optimizer.step() when the scaled gradients hold inf/NaN, and then lowers its
+        # scale (the sign it gives; a disabled scaler always reports 1.0): a skipped step must not move the EMA.
+        if self.scaler.get_scale() < scale:
+            self.amp_skipped_steps += 1
+        elif hasattr(self.model, "after_optimizer_step"):  # e.g. LGSD's EMA teacher update
             self.model.after_optimizer_step()
         self.scheduler.step()
         self.step_scalars = {"loss": total, **totals, "lr": lr, "time": time.perf_counter() - t0,
@@ -260,6 +268,8 @@ class Trainer:
             self.step_scalars.update(self.model.schedule_scalars())
         if self.skipped_steps:
             self.step_scalars["skipped_steps"] = self.skipped_steps
+        if self.amp_skipped_steps:
+            self.step_scalars["amp_skipped_steps"] = self.amp_skipped_steps
 
     def _count_skipped(self, batch: dict) -> None:
         """Log each bad training file once (data.bad_sample_policy=skip) and count the replaced samples."""

@@ -56,13 +56,13 @@ class CachedVideo:
 
     def image(self) -> np.ndarray:
         """T×H×W uint8, memory-mapped."""
-        return np.load(Path(self.cache_dir) / "image.npy", mmap_mode="r")
+        return np.load(Path(self.cache_dir) / "image.npy", mmap_mode="r", allow_pickle=False)
 
     def labels(self) -> dict[int, np.ndarray]:
         """{frame index: H×W int8 label} for annotated frames."""
         if not self.annotated_frames:
             return {}
-        lab = np.load(Path(self.cache_dir) / "labels.npy", mmap_mode="r")
+        lab = np.load(Path(self.cache_dir) / "labels.npy", mmap_mode="r", allow_pickle=False)
         return {f: lab[i] for i, f in enumerate(self.annotated_frames)}
 
 

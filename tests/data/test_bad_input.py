@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import main as cli
+from core.checkpoint import load_checkpoint
 from data_schedule.registers import cardiac_udc as reg
 from data_schedule.sources.nifti import DataError, load_video
 from tests.conftest import TINY_OVERRIDES
@@ -103,7 +104,7 @@ def test_checkpoint_of_another_model_and_corrupt_checkpoint(synth_root, tiny_con
     assert cli.main(["--config_file", str(tiny_config), "--output_dir", str(out), *TINY_OVERRIDES,
                      "train.max_iter=1", "train.eval_period=0"]) == 0
     final = out / "checkpoints" / "model_final.pth"
-    ck = torch.load(final, weights_only=False)
+    ck = load_checkpoint(final)
     ck["model_name"] = "LGRNet"
     foreign = tmp_path / "foreign.pth"
     torch.save(ck, foreign)

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import main as cli
+from core.checkpoint import load_checkpoint
 from tests.conftest import TINY_OVERRIDES
 from trainers.build import build_optimizer, build_scheduler, param_groups
 
@@ -67,7 +68,7 @@ def test_grad_accumulation_consumes_accum_batches_per_step(synth_root, tiny_conf
     out = tmp_path / "acc"
     assert cli.main(["--config_file", str(tiny_config), "--output_dir", str(out), *TINY_OVERRIDES,
                      "train.max_iter=2", "train.grad_accum=3", "train.eval_period=-1"]) == 0
-    ck = torch.load(out / "checkpoints" / "model_final.pth", weights_only=False)
+    ck = load_checkpoint(out / "checkpoints" / "model_final.pth")
     assert ck["sampler"]["consumed"] == 2 * 3 * 2
 
 

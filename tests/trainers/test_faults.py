@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import main as cli
+from core.checkpoint import load_checkpoint
 from tests.conftest import TINY_OVERRIDES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,8 +44,8 @@ def losses(run: Path) -> list[tuple]:
 
 
 def assert_same_final(a: Path, b: Path) -> None:
-    ca = torch.load(a / "checkpoints" / "model_final.pth", weights_only=False)
-    cb = torch.load(b / "checkpoints" / "model_final.pth", weights_only=False)
+    ca = load_checkpoint(a / "checkpoints" / "model_final.pth")
+    cb = load_checkpoint(b / "checkpoints" / "model_final.pth")
     for k in ca["model"]:
         assert torch.equal(ca["model"][k], cb["model"][k]), k
     for i, st in ca["optimizer"]["state"].items():
@@ -114,7 +115,7 @@ def test_kill_during_checkpoint_write_keeps_previous_and_resumes(reference, tmp_
     assert sorted(p.name for p in ckdir.glob("model_*.pth")) == ["model_0000001.pth", "model_0000002.pth"]
     assert len(list(ckdir.glob(".model_0000003.pth.*.tmp"))) == 1  # the partial file never took a real name
     for p in ckdir.glob("model_*.pth"):
-        torch.load(p, weights_only=False)
+        load_checkpoint(p)
     proc = run_sub(cmd(cfg, out, "train_resume"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Removing a partial checkpoint" in (out / "log.txt").read_text()
@@ -159,7 +160,7 @@ def test_nonfinite_loss_stops_by_default_naming_iteration_and_terms(synth_root, 
     assert "Non-finite loss at iteration 3: loss_ce=nan, loss_dice=nan" in err and len(err.splitlines()) == 1
     names = sorted(p.name for p in (out / "checkpoints").glob("model_*.pth"))
     assert names == ["model_0000001.pth", "model_0000002.pth"]
-    assert torch.load(out / "checkpoints" / "model_0000002.pth", weights_only=False)["iteration"] == 2
+    assert load_checkpoint(out / "checkpoints" / "model_0000002.pth")["iteration"] == 2
 
 
 def test_nonfinite_loss_skip_policy_drops_the_step_and_counts_it(synth_root, tiny_config, tmp_path,
@@ -168,7 +169,7 @@ def test_nonfinite_loss_skip_policy_drops_the_step_and_counts_it(synth_root, tin
     out = tmp_path / "run"
     assert cli.main(["--config_file", str(tiny_config), "--output_dir", str(out), *FAULT,
                      "train.nonfinite.policy=skip"]) == 0
-    c2, c3 = (torch.load(out / "checkpoints" / f"model_000000{i}.pth", weights_only=False) for i in (2, 3))
+    c2, c3 = (load_checkpoint(out / "checkpoints" / f"model_000000{i}.pth") for i in (2, 3))
     assert all(torch.equal(c2["model"][k], c3["model"][k]) for k in c2["model"])  # no update at step 3
     assert c3["skipped_steps"] == 1 and c3["scheduler"]["last_epoch"] == 3
     rows = {r["iteration"]: r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}

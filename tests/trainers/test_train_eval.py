@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import main as cli
+from core.checkpoint import load_checkpoint
 from tests.conftest import TINY_OVERRIDES
 
 
@@ -28,7 +29,7 @@ def test_train_writes_run_dir_and_eval_reproduces_logged_metrics(synth_root, tin
     for f in ("config.yaml", "log.txt", "metrics.jsonl", "env.txt", "model_info.json"):
         assert (out / f).is_file(), f
     assert any((out / "tensorboard").iterdir())
-    ck = torch.load(out / "checkpoints" / "model_final.pth", weights_only=False)
+    ck = load_checkpoint(out / "checkpoints" / "model_final.pth")
     assert {"model", "optimizer", "scheduler", "iteration", "rng", "sampler"} <= set(ck)
     assert ck["iteration"] == 4 and ck["sampler"]["consumed"] == 8
     info = json.loads((out / "model_info.json").read_text())
@@ -83,8 +84,8 @@ def test_resume_after_crash_ends_with_identical_weights(synth_root, tiny_config,
     assert not (crashed / "checkpoints" / "model_final.pth").exists()
     assert run(tiny_config, crashed, "train.max_iter=5", "train.eval_period=-1", mode="train_resume") == 0
 
-    a = torch.load(ref / "checkpoints" / "model_final.pth", weights_only=False)
-    b = torch.load(crashed / "checkpoints" / "model_final.pth", weights_only=False)
+    a = load_checkpoint(ref / "checkpoints" / "model_final.pth")
+    b = load_checkpoint(crashed / "checkpoints" / "model_final.pth")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
@@ -114,7 +115,7 @@ def test_resume_refuses_model_change_but_allows_max_iter(synth_root, tiny_config
                mode="train_resume") == 1
     assert "optim.base_lr" in capsys.readouterr().err
     assert run(tiny_config, out, "train.max_iter=3", "train.eval_period=-1", mode="train_resume") == 0
-    assert torch.load(out / "checkpoints" / "model_final.pth", weights_only=False)["iteration"] == 3
+    assert load_checkpoint(out / "checkpoints" / "model_final.pth")["iteration"] == 3
 
 
 def test_lgrnet_config_trains_resumes_and_eval_reproduces_through_the_cli(synth_root, tmp_path):
@@ -172,8 +173,8 @@ def test_lgsd_trains_on_mixed_batches_resumes_identically_and_evaluates_the_stud
         cli.main(["--trainer_mode", "train_attmpt", "--output_dir", str(resumed), *common])
     monkeypatch.setattr(Trainer, "run_step", real_step)
     assert cli.main(["--trainer_mode", "train_resume", "--output_dir", str(resumed), *common]) == 0
-    a = torch.load(ref / "checkpoints" / "model_final.pth", weights_only=False)
-    b = torch.load(resumed / "checkpoints" / "model_final.pth", weights_only=False)
+    a = load_checkpoint(ref / "checkpoints" / "model_final.pth")
+    b = load_checkpoint(resumed / "checkpoints" / "model_final.pth")
     assert any(k.startswith("teacher.") for k in a["model"]) and "dino.center" in a["model"]
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
@@ -205,3 +206,46 @@ def test_lgsd_without_unlabelled_data_is_refused(synth_root, tmp_path, capsys):
                      str(config), *overrides, "data.unlabeled.ratio=0"]) == 1
     err = capsys.readouterr().err.strip()
     assert "trains on unlabelled clips: set data.unlabeled" in err and len(err.splitlines()) == 1
+
+
+class _SkipSecondStep(torch.amp.GradScaler):
+    """A GradScaler that behaves like an fp16 one finding inf gradients at the second step: it skips
+    ``optimizer.step()`` and halves its scale (a real one needs CUDA; the trainer only reads this protocol)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__("cpu", enabled=False)
+        self.steps, self.scale_value = 0, 2.0 ** 16
+
+    def get_scale(self) -> float:
+        return self.scale_value
+
+    def step(self, optimizer, *args, **kwargs):
+        self.steps += 1
+        return None if self.steps == 2 else optimizer.step()
+
+    def update(self, new_scale=None) -> None:
+        if self.steps == 2:
+            self.scale_value /= 2
+
+
+def test_a_step_the_grad_scaler_skips_moves_neither_the_student_nor_the_ema_teacher(synth_root, tmp_path,
+                                                                                    monkeypatch):
+    config, overrides = _tiny_lgsd_config(tmp_path)
+    common = ["--config_file", str(config), *overrides, "train.eval_period=-1", "train.max_iter=3",
+              "train.checkpoint_period=1", "model.lgsd.momentum=0.5"]
+    normal, skipping = tmp_path / "normal", tmp_path / "skipping"
+    assert cli.main([*common, "--output_dir", str(normal)]) == 0
+    monkeypatch.setattr(torch.amp, "GradScaler", _SkipSecondStep)
+    assert cli.main([*common, "--output_dir", str(skipping)]) == 0
+    first, second, final = (load_checkpoint(skipping / "checkpoints" / n)["model"]
+                            for n in ("model_0000001.pth", "model_0000002.pth", "model_final.pth"))
+    teacher = [k for k in first if k.startswith(("teacher.", "teacher_head.")) and first[k].is_floating_point()
+               and not k.endswith(("running_mean", "running_var"))]
+    student = [k for k in first if k.startswith("student.encoder.")]
+    assert all(torch.equal(first[k], second[k]) for k in teacher + student)  # step 2 skipped: nothing moved
+    assert any(not torch.equal(second[k], final[k]) for k in teacher)  # step 3 was taken: the EMA moved
+    ref = [load_checkpoint(normal / "checkpoints" / n)["model"] for n in ("model_0000001.pth", "model_0000002.pth")]
+    assert all(torch.equal(ref[0][k], first[k]) for k in teacher)  # the same first step as without the scaler
+    assert any(not torch.equal(ref[0][k], ref[1][k]) for k in teacher)  # a taken step 2 moves the teacher
+    rows = {r["iteration"]: r for r in jsonl(skipping / "metrics.jsonl") if "loss" in r}
+    assert "amp_skipped_steps" not in rows[1] and rows[2]["amp_skipped_steps"] == 1
