@@ -10,10 +10,51 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from torch import nn
 
 from core import comm
+
+
+class SyncBatchNorm1d(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` whose batch statistics are those of the global batch: in training mode under
+    torch.distributed with world size > 1, the mean and (biased) variance per feature are all-reduced over the
+    ranks, differentiably, so W processes × B samples normalise, back-propagate and update the running statistics
+    (unbiased variance, ``momentum``) as one process with W·B. ``torch.nn.SyncBatchNorm`` refuses CPU tensors (GPU /
+    XPU / HPU only), hence this small version on ``torch.distributed.nn.functional.all_reduce`` (gloo works); its
+    backward sums the gradients over the ranks, which is what the shared statistics need.
+
+    Input (N, C) or (N, C, L). With one process (or in eval mode with running statistics) it *is*
+    ``nn.BatchNorm1d``: the parent's forward runs, bit-identical, and the state-dict names are the parent's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        if not batch_stats or comm.get_world_size() == 1:
+            return super().forward(x)
+        self._check_input_dim(x)
+        dims = [0, *range(2, x.dim())]  # all but the feature dimension
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        # one all-reduce for the sums and the sample count (ranks may hold different batch sizes)
+        stats = dist_nn.all_reduce(torch.cat([x.sum(dims), x.new_tensor([x.numel() / x.shape[1]])]))
+        n = float(stats[-1])
+        if n <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got {n:g} over all ranks")
+        mean = stats[:-1] / n
+        xc = x - mean.view(shape)
+        # two passes (mean, then squared deviations) rather than E[x²] − E[x]²: features sharing a large common
+        # component (LGRNet's frame queries) would lose the variance to cancellation
+        var = dist_nn.all_reduce(xc.pow(2).sum(dims)) / n
+        if self.training and self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.mul_(1 - f).add_(mean.detach(), alpha=f)
+                self.running_var.mul_(1 - f).add_(var.detach() * (n / (n - 1)), alpha=f)  # unbiased, as BatchNorm
+        out = xc * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
 
 
 class DINOHead(nn.Module):
@@ -23,12 +64,14 @@ class DINOHead(nn.Module):
     ``input_norm=True`` standardises each input feature over the batch first (BatchNorm without affine
     parameters; running statistics in eval mode, i.e. in the teacher). Features whose across-sample variation is
     small next to a shared component (LGRNet's frame queries: cosine 0.998 between different clips) otherwise
-    reach the head as nearly one vector: the centred teacher targets turn uniform and the loss sits at log K."""
+    reach the head as nearly one vector: the centred teacher targets turn uniform and the loss sits at log K.
+    The statistics are over the global batch under DDP (``SyncBatchNorm1d``), so the head does not depend on how
+    the batch is split over processes."""
 
     def __init__(self, in_dim: int, out_dim: int = 1024, hidden_dim: int = 512, bottleneck_dim: int = 128,
                  num_layers: int = 3, input_norm: bool = False):
         super().__init__()
-        self.input_norm = nn.BatchNorm1d(in_dim, affine=False) if input_norm else nn.Identity()
+        self.input_norm = SyncBatchNorm1d(in_dim, affine=False) if input_norm else nn.Identity()
         dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [bottleneck_dim]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
@@ -62,7 +105,8 @@ class DINOLoss(nn.Module):
         super().__init__()
         self.student_temp, self.center_momentum = student_temp, center_momentum
         self.register_buffer("center", torch.zeros(1, out_dim))
-        self.last_target_entropy: float | None = None  # mean entropy of the last call's targets (a collapse gauge)
+        # mean entropy of the last call's targets, over this process's batch only (a logged collapse gauge)
+        self.last_target_entropy: float | None = None
 
     def forward(self, student: list[torch.Tensor], teacher: list[torch.Tensor], teacher_temp: float
                 ) -> torch.Tensor:
@@ -87,6 +131,7 @@ class DINOLoss(nn.Module):
 
     @torch.no_grad()
     def update_center(self, teacher_logits: torch.Tensor) -> None:
+        """teacher_logits (N, K) of this process; the mean is over all processes' N (sums and counts reduced)."""
         batch_sum = teacher_logits.sum(0, keepdim=True)
         count = torch.tensor(float(teacher_logits.shape[0]), device=teacher_logits.device)
         if comm.get_world_size() > 1:

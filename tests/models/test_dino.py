@@ -5,9 +5,11 @@ import math
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch import nn
 
-from models.losses.dino import DINOHead, DINOLoss, cosine_schedule, ema_update, linear_warmup
+from models.losses.dino import DINOHead, DINOLoss, SyncBatchNorm1d, cosine_schedule, ema_update, linear_warmup
 
 
 def test_loss_matches_a_hand_computation_and_skips_same_view_pairs():
@@ -87,3 +89,62 @@ def test_head_shapes_bounded_logits_and_view_count_errors():
     assert not head.last.parametrizations.weight.original0.requires_grad
     with pytest.raises(ValueError, match="teacher"):
         DINOLoss(4)([torch.zeros(1, 4)], [torch.zeros(1, 4)], 0.04)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_sync_batchnorm_in_one_process_is_batchnorm1d_bit_for_bit(momentum):
+    torch.manual_seed(0)
+    ours, ref = SyncBatchNorm1d(6, affine=False, momentum=momentum), nn.BatchNorm1d(6, affine=False, momentum=momentum)
+    assert list(ours.state_dict()) == list(ref.state_dict())  # checkpoints of the plain BatchNorm head still load
+    for step in range(3):  # training mode: batch statistics, running statistics updated
+        x = (torch.randn(5, 6) * 3 + 10).requires_grad_()
+        x_ref = x.detach().clone().requires_grad_()
+        y, y_ref = ours(x), ref(x_ref)
+        assert torch.equal(y, y_ref)
+        w = torch.randn(5, 6)
+        (y * w).sum().backward()
+        (y_ref * w).sum().backward()
+        assert torch.equal(x.grad, x_ref.grad)
+        for k, v in ref.state_dict().items():
+            assert torch.equal(ours.state_dict()[k], v), (step, k)
+    ours.eval()  # eval mode (the teacher head): running statistics
+    ref.eval()
+    x = torch.randn(4, 6)
+    assert torch.equal(ours(x), ref(x))
+    assert int(ours.num_batches_tracked) == 3
+    head = DINOHead(6, out_dim=8, hidden_dim=8, bottleneck_dim=4, input_norm=True)
+    assert isinstance(head.input_norm, SyncBatchNorm1d)
+    assert {"input_norm.running_mean", "input_norm.running_var", "input_norm.num_batches_tracked"} <= set(
+        head.state_dict())
+
+
+def _sync_bn_rank(rank: int, init_file: str) -> None:
+    """One of two gloo ranks: rank 0 holds 3 samples, rank 1 holds 2, of a batch of 5 that a plain BatchNorm1d
+    (in this process) sees whole; outputs, input gradients and running statistics must agree."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        ours, ref = SyncBatchNorm1d(6, affine=False), nn.BatchNorm1d(6, affine=False)
+        rows = slice(0, 3) if rank == 0 else slice(3, 5)
+        for _ in range(2):
+            x = torch.randn(5, 6) * 3 + 10  # the same global batch on both ranks (same seed)
+            w = torch.randn(5, 6)
+            x_ref, mine = x.clone().requires_grad_(), x[rows].clone().requires_grad_()
+            y_ref, y = ref(x_ref), ours(mine)
+            (y_ref * w).sum().backward()
+            (y * w[rows]).sum().backward()  # the global loss is the sum over ranks: all_reduce's backward sums
+            torch.testing.assert_close(y, y_ref[rows], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(mine.grad, x_ref.grad[rows], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ours.running_mean, ref.running_mean, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(ours.running_var, ref.running_var, atol=1e-6, rtol=1e-6)
+        assert int(ours.num_batches_tracked) == int(ref.num_batches_tracked) == 2
+        ours.eval()
+        ref.eval()
+        torch.testing.assert_close(ours(x[rows]), ref(x)[rows], atol=1e-5, rtol=1e-5)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sync_batchnorm_over_two_processes_is_batchnorm1d_on_the_whole_batch(tmp_path):
+    mp.spawn(_sync_bn_rank, args=(str(tmp_path / "rendezvous"),), nprocs=2)  # raises if a rank's check fails
