@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from core.errors import MedVidSegError
+
 REPO = Path(__file__).resolve().parent
 MODES = ("train_attmpt", "train_resume", "eval", "check_data")
 # train_resume may change these keys (they do not alter the model, the data or the optimisation so far).
@@ -29,7 +31,7 @@ RESUME_SAFE_KEYS = ("train.max_iter", "train.eval_period", "train.checkpoint_per
 logger = logging.getLogger("medvidseg")
 
 
-class UsageError(Exception):
+class UsageError(MedVidSegError):
     """A mistake in how the program was called; printed as one line."""
 
 
@@ -188,6 +190,8 @@ def run_train(args, argv) -> None:
 
     cfg = load_config(args.config_file, args.overrides)
     run_dir = Path(args.output_dir) if args.output_dir else default_run_dir(args.config_file)
+    # Model, optimizer and LR schedule first: a wrong key there fails before the run directory is touched.
+    trainer = Trainer(cfg, run_dir)
     prepare_train_dir(run_dir, args.trainer_mode, args.start_over, comm.is_main_process())
     comm.synchronize()
     setup_logger(run_dir, comm.get_rank())
@@ -203,7 +207,6 @@ def run_train(args, argv) -> None:
         dump_config(cfg, run_dir / "config.yaml")
         write_env_info(run_dir, argv)
     logger.info(f"Run directory: {run_dir}")
-    trainer = Trainer(cfg, run_dir)
     if comm.is_main_process():
         check_disk_space(run_dir, trainer.model, int(cfg.train.keep_last))
     if found is not None:
@@ -229,9 +232,8 @@ def run_eval(args, argv) -> None:
     from core import comm
     from core.checkpoint import (CheckpointError, check_model_matches, checkpoint_iteration, list_checkpoints,
                                  load_checkpoint)
-    from core.config import apply_overrides, load_config
+    from core.config import config_from_container, load_config
     from core.logger import setup_logger
-    from omegaconf import OmegaConf
     from trainers.evaluation import evaluate_all
     from trainers.train_loop import build_model, default_device
 
@@ -256,9 +258,7 @@ def run_eval(args, argv) -> None:
         else:
             if "config" not in ckpt:
                 raise CheckpointError(f"Checkpoint {ckpt_path} holds no config; pass --config_file")
-            cfg = OmegaConf.create(ckpt["config"])
-            OmegaConf.set_struct(cfg, True)
-            apply_overrides(cfg, args.overrides)
+            cfg = config_from_container(ckpt["config"], f"checkpoint {ckpt_path}", args.overrides)
         set_roots(cfg)
         model = build_model(cfg, device)
         check_model_matches(ckpt, ckpt_path, cfg.model.name, model)
@@ -289,9 +289,6 @@ def main(argv=None) -> int:
     argv = list(sys.argv if argv is None else ["main.py", *argv])
     args = parse_args(argv[1:])
     from core import comm
-    from core.checkpoint import CheckpointError
-    from core.config import ConfigError
-    from data_schedule.sources.nifti import DataError
 
     import data_schedule  # noqa: F401  (registers datasets, mappers, samplers)
     import evaluators  # noqa: F401
@@ -302,11 +299,14 @@ def main(argv=None) -> int:
         if args.trainer_mode == "check_data":
             return run_check_data(args, argv)
         (run_eval if args.trainer_mode == "eval" else run_train)(args, argv)
-    except (UsageError, ConfigError, DataError, CheckpointError, FileNotFoundError, FloatingPointError,
-            KeyError, ValueError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"error: {msg}", file=sys.stderr, flush=True)
+    except MedVidSegError as e:  # bad input: one line
+        print(f"error: {e}", file=sys.stderr, flush=True)
         return 1
+    except Exception:  # a bug: its traceback goes to log.txt too, and on to the console
+        from core.logger import log_exception_to_file
+
+        log_exception_to_file()
+        raise
     finally:
         if comm.is_dist():
             import torch.distributed as dist

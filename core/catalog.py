@@ -10,6 +10,7 @@ import threading
 from types import SimpleNamespace
 from typing import Any, Callable
 
+from core.errors import ConfigError
 from core.registry import did_you_mean
 
 
@@ -29,7 +30,7 @@ class _DatasetCatalog:
     def get(self, name: str) -> list[dict]:
         """The list of sample metas of ``name``, built on first use (and cached)."""
         if name not in self._fns:
-            raise KeyError(f"Dataset {name!r} is not registered; {did_you_mean(name, self._fns)}")
+            raise ConfigError(f"Dataset {name!r} is not registered; {did_you_mean(name, self._fns)}")
         with self._lock:
             if name not in self._cache:
                 self._cache[name] = self._fns[name]()

@@ -25,11 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.errors import MedVidSegError
+
 logger = logging.getLogger(__name__)
 _ITER_RE = re.compile(r"model_(\d+)\.pth$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MedVidSegError, ValueError):
     """A checkpoint that cannot be used; the message names the file and the reason."""
 
 

@@ -1,12 +1,25 @@
-"""Config files: Python files of plain data with ``_base_`` inheritance, strict overrides and YAML dumps.
+"""Config files: Python files of plain data with ``_base_`` inheritance, strict keys and YAML dumps.
 
 A config file is executed; its public top-level names holding plain data (dict, list/tuple, str, int, float, bool,
-None) become the config, merged on top of its ``_base_`` files. The result is an omegaconf DictConfig in struct
-mode, so a misspelled key fails loudly whether it comes from the command line or from code. A dumped YAML loads
-back to an equal config, so a run directory's ``config.yaml`` is enough to rerun.
+None) become the config, merged on top of its ``_base_`` files, which are merged on top of the framework's
+defaults (``core/defaults.py``). Keys are strict wherever they come from:
+
+- a file (``.py`` or ``.yaml``: a run's ``config.yaml``, a checkpoint's stored config) may set, in the sections
+  the framework owns (``train``, ``optim``, ``log``, ``data`` and their nested dicts), only keys that the defaults
+  or its bases define; ``"+key"`` (e.g. ``data = {"+my_option": 1}``) adds one on purpose, as ``+a.b=1`` does on
+  the command line. A misspelt key fails naming the file, the dotted key and the closest valid keys. A dict that
+  changes a component's ``name`` or holds ``_delete_=True`` replaces what its base said, so its keys are checked
+  against the component's signature when it is built (``core.registry.build``), as every ``model`` key is.
+- command-line ``a.b.c=value`` overrides are applied after loading, with the same rule (``+a.b=value`` adds).
+
+The result is an omegaconf DictConfig in struct mode, so reading or setting a missing key in code raises too. It
+remembers where each key was set (``origin``) for the build-time messages and which keys were added on purpose,
+which ``dump_config`` / ``config_to_container`` write back with their ``+``, so that a dumped config loads back
+to an equal config under the same checks.
 """
 from __future__ import annotations
 
+import copy
 import os
 import re
 import runpy
@@ -19,36 +32,75 @@ from typing import Any, Mapping, Sequence
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from core.defaults import DEFAULTS, FREE_FORM
+from core.errors import ConfigError
 from core.registry import closest
 
-__all__ = ["ConfigError", "load_config", "dump_config", "apply_overrides", "config_diff"]
+__all__ = ["ConfigError", "load_config", "dump_config", "apply_overrides", "config_diff", "config_from_container",
+           "config_to_container", "origin"]
 
 _SCALARS = (str, int, float, bool, type(None))
 # Top-level names of these kinds are helpers of the config file (imports, functions), not config values.
 _SKIPPED = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type)
-
-
-class ConfigError(ValueError):
-    """A config file or override is wrong; the message is one line naming the file or the override."""
+_UNCHECKED = ("model",)  # sections whose keys are checked against the components' signatures at build time
+_META = "_medvidseg_config_meta"  # attribute of a loaded DictConfig: {"origins": {...}, "added": set()}
 
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
+def load_config(path: str | Path, overrides: Sequence[str] = (), defaults: Mapping | None = DEFAULTS) -> DictConfig:
     """Load a ``.py`` config (with its bases) or a dumped ``.yaml``, then apply ``key=value`` overrides.
 
-    Returns a struct-mode DictConfig: reading or setting a key that does not exist raises.
+    ``defaults`` is the implicit first base and the schema of the owned sections (``None``: no schema, only the
+    file-over-base rule; for tests of the mechanics). Returns a struct-mode DictConfig.
     """
-    cfg = OmegaConf.create(_load_tree(Path(path), stack=()))
+    meta = _new_meta(defaults)
+    tree = _load_tree(Path(path), (), defaults, meta)
+    return _finish(_merge(copy.deepcopy(dict(defaults or {})), tree), meta, overrides)
+
+
+def config_from_container(data: Mapping, source: str, overrides: Sequence[str] = (),
+                          defaults: Mapping | None = DEFAULTS) -> DictConfig:
+    """A config stored as plain data (e.g. in a checkpoint), under the same checks as a file; ``source`` names it
+    in messages (e.g. ``"checkpoint output/run/checkpoints/model_final.pth"``)."""
+    meta = _new_meta(defaults)
+    data = {k: _plain(v, k, source) for k, v in dict(data).items()}
+    _check_keys(data, defaults, "", source, meta)
+    _record(data, "", source, meta)
+    return _finish(_merge(copy.deepcopy(dict(defaults or {})), data), meta, overrides)
+
+
+def _new_meta(defaults: Mapping | None) -> dict:
+    meta: dict = {"origins": {}, "added": set()}
+    _record(defaults or {}, "", "core/defaults.py", meta)
+    return meta
+
+
+def _finish(tree: dict, meta: dict, overrides: Sequence[str]) -> DictConfig:
+    cfg = OmegaConf.create(tree)
     OmegaConf.set_struct(cfg, True)
+    object.__setattr__(cfg, _META, meta)
     apply_overrides(cfg, overrides)
     return cfg
 
 
-def _load_tree(path: Path, stack: tuple[Path, ...]) -> dict:
-    """Plain-data dict of ``path`` merged on top of its bases; ``stack`` lists the files that include it."""
+def origin(cfg: DictConfig | None, key: str) -> str | None:
+    """Where the dotted ``key`` (or the closest enclosing key) of a loaded config was set: a file, an override or
+    a stored config; None when unknown."""
+    origins = getattr(cfg, _META, {}).get("origins", {}) if cfg is not None else {}
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        hit = origins.get(".".join(parts[:n]))
+        if hit:
+            return hit
+    return None
+
+
+def _load_tree(path: Path, stack: tuple[Path, ...], defaults: Mapping | None, meta: dict) -> dict:
+    """Plain-data dict of ``path`` merged on top of its bases (not the defaults), after checking the file's keys
+    against defaults + bases; ``stack`` lists the files that include it."""
     if path.resolve() in [p.resolve() for p in stack]:
         raise ConfigError(f"Config base cycle: {' -> '.join(str(p) for p in (*stack, path))}")
     if not path.is_file():
@@ -64,8 +116,52 @@ def _load_tree(path: Path, stack: tuple[Path, ...]) -> dict:
         base_path = Path(os.path.normpath(path.parent / base))
         if not base_path.is_file():
             raise ConfigError(f"Base config {base!r} of {path} not found (looked for {base_path})")
-        merged = _merge(merged, _load_tree(base_path, (*stack, path)))
-    return _merge(merged, data)
+        merged = _merge(merged, _load_tree(base_path, (*stack, path), defaults, meta), final=False)
+    schema = _merge(copy.deepcopy(dict(defaults)), merged) if defaults is not None else (merged if bases else None)
+    _check_keys(data, schema, "", path, meta)
+    _record(data, "", str(path), meta)
+    return _merge(merged, data, final=False)
+
+
+def _check_keys(new: Mapping, base: Mapping | None, where: str, source: Any, meta: dict) -> None:
+    """Every key of ``new`` (a file's dict at dotted ``where``) must exist in ``base`` (what defaults and bases
+    define there) unless added with ``+``; recurses into dicts of the owned sections. ``base=None``: no schema."""
+    if base is None:
+        return
+    for key, value in new.items():
+        if key == "_delete_":
+            continue
+        name = key[1:] if key.startswith("+") else key
+        dotted = f"{where}.{name}" if where else name
+        if key.startswith("+"):
+            if name in base:
+                raise ConfigError(f"Config file {source}: key {dotted!r} already exists; drop the '+' to change it")
+            meta["added"].add(dotted)
+            continue
+        if name not in base and not (not where and name in _UNCHECKED):
+            prefix = f"{where}." if where else ""
+            hits = closest(name, [str(k) for k in base])
+            hint = (f"did you mean {', '.join(repr(prefix + h) for h in hits)}?" if hits
+                    else f"valid keys here: {', '.join(prefix + str(k) for k in base)}")
+            raise ConfigError(f"Unknown config key {dotted!r} in config file {source}; {hint} (a new key on "
+                              f"purpose is written '+{name}')")
+        sub = base.get(name)
+        if (isinstance(value, Mapping) and isinstance(sub, Mapping) and dotted not in FREE_FORM
+                and dotted.split(".")[0] not in _UNCHECKED and not value.get("_delete_")
+                and value.get("name", sub.get("name")) == sub.get("name")):  # a renamed component: its own keys
+            _check_keys(value, sub, dotted, source, meta)
+
+
+def _record(data: Mapping, where: str, source: str, meta: dict) -> None:
+    """Note ``source`` as the origin of every dotted key (dicts and leaves) that ``data`` sets."""
+    for key, value in data.items():
+        name = key[1:] if key.startswith("+") else key
+        if name == "_delete_":
+            continue
+        dotted = f"{where}.{name}" if where else name
+        meta["origins"][dotted] = source
+        if isinstance(value, Mapping):
+            _record(value, dotted, source, meta)
 
 
 def _read_file(path: Path) -> dict:
@@ -103,7 +199,7 @@ def _run_python(path: Path) -> dict[str, Any]:
         raise ConfigError(f"Error in config file {path}: {type(e).__name__}: {_one_line(e)}{where}") from None
 
 
-def _plain(value: Any, where: str, path: Path) -> Any:
+def _plain(value: Any, where: str, path: Any) -> Any:
     """``value`` checked to be plain data, tuples turned into lists; ``where`` is its dotted key, for errors."""
     if isinstance(value, Mapping):
         bad = [k for k in value if not isinstance(k, str)]
@@ -117,19 +213,24 @@ def _plain(value: Any, where: str, path: Path) -> Any:
     raise ConfigError(f"Config file {path}: '{where}' is not plain data (got {type(value).__name__} {value!r:.60})")
 
 
-def _merge(base: dict, new: dict) -> dict:
-    """``new`` on top of ``base`` (neither is modified): dicts merge key by key, anything else replaces.
+def _merge(base: dict, new: dict, final: bool = True) -> dict:
+    """``new`` on top of ``base`` (neither is modified): dicts merge key by key, anything else replaces; a
+    ``+key`` is stored as ``key`` (the check that it is new happened before).
 
-    A dict holding ``_delete_=True`` replaces its base dict. Hand-written rather than ``OmegaConf.merge`` because
-    ``_delete_`` has to be seen together with the base it discards.
+    A dict holding ``_delete_=True`` replaces its base dict. ``final=False`` (merging files, before the defaults
+    go underneath) keeps the flag in the result, so that the dict replaces the defaults' one too. Hand-written
+    rather than ``OmegaConf.merge`` because ``_delete_`` has to be seen together with the base it discards.
     """
     out = dict(base)
     for key, value in new.items():
+        key = key[1:] if key.startswith("+") else key
         if isinstance(value, dict):
             replace = value.get("_delete_", False)
             value = {k: v for k, v in value.items() if k != "_delete_"}
-            # Merging into {} still strips `_delete_` flags nested deeper.
-            value = _merge(out[key] if isinstance(out.get(key), dict) and not replace else {}, value)
+            # Merging into {} still strips `_delete_` flags and `+` marks nested deeper.
+            value = _merge(out[key] if isinstance(out.get(key), dict) and not replace else {}, value, final)
+            if replace and not final:
+                value = {"_delete_": True, **value}
         out[key] = value
     return out
 
@@ -148,6 +249,7 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> None:
 
     Values are YAML (``[x, y]``, ``null``, ``true``, ``1e-3``). Unknown keys and values of the wrong type raise.
     """
+    meta = getattr(cfg, _META, None)
     for override in overrides:
         key, sep, text = override.partition("=")
         add = key.startswith("+")
@@ -160,6 +262,10 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> None:
         except yaml.YAMLError as e:
             raise ConfigError(f"Override {override!r}: cannot parse value: {_one_line(e)}") from None
         _set(cfg, key, value, text, override, add)
+        if meta is not None:
+            meta["origins"][key] = f"override {override!r}"
+            if add:
+                meta["added"].add(key)
 
 
 def _set(cfg: DictConfig, key: str, value: Any, text: str, override: str, add: bool) -> None:
@@ -217,11 +323,25 @@ def _checked(node: DictConfig, key: str, value: Any, text: str, override: str) -
     return value
 
 
+def config_to_container(cfg: DictConfig) -> dict:
+    """``cfg`` as plain data with interpolations resolved and keys added on purpose written ``+key`` again, so
+    that ``config_from_container`` / ``load_config`` accept it under the same checks."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in sorted(getattr(cfg, _META, {}).get("added", ()), key=lambda k: -k.count(".")):
+        *parents, last = dotted.split(".")
+        node = data
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last in node:
+            node[f"+{last}"] = node.pop(last)
+    return data
+
+
 def dump_config(cfg: DictConfig, path: str | Path) -> None:
-    """Write ``cfg`` as YAML with interpolations resolved, atomically (a reader never sees half a file)."""
+    """Write ``cfg`` as YAML (``config_to_container``), atomically (a reader never sees half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = OmegaConf.to_yaml(cfg, resolve=True)
+    text = OmegaConf.to_yaml(OmegaConf.create(config_to_container(cfg)))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:

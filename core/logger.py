@@ -39,3 +39,13 @@ def setup_logger(output_dir: str | Path | None = None, rank: int = 0, name: str 
     for noisy in ("fvcore", "iopath", "PIL", "matplotlib", "urllib3", "timm"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return root
+
+
+def log_exception_to_file() -> None:
+    """Write the exception being handled, with its traceback, to ``log.txt`` (the console gets Python's own
+    report as the exception propagates): a bug must leave its traceback in the run directory too."""
+    record = logging.LogRecord("medvidseg", logging.ERROR, __file__, 0,
+                               "Unexpected error (a bug, not bad input); its traceback:", None, sys.exc_info())
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.FileHandler) and getattr(h, "_medvidseg", False):
+            h.handle(record)

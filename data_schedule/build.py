@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from core import comm
 from core.catalog import DatasetCatalog, MetadataCatalog
+from core.errors import ConfigError
 from core.registry import MAPPERS, build
 from data_schedule.samplers import InferenceSampler, TrainingSampler
 from data_schedule.sources.nifti import DataError
@@ -88,7 +89,7 @@ def build_train_loader(names: list[str], mapper_cfg: dict, batch_size: int, num_
     consumed by this rank (resume); ``what`` names the batch-size setting in errors."""
     world = comm.get_world_size()
     if batch_size % world:
-        raise ValueError(f"{what}={batch_size} must be divisible by the world size {world}")
+        raise ConfigError(f"{what}={batch_size} must be divisible by the world size {world}")
     metas = get_metas(names)
     mapper = build(MAPPERS, mapper_cfg, num_classes=len(MetadataCatalog.get(names[0]).classes))
     sampler = TrainingSampler(len(metas), seed, comm.get_rank(), world, start=start)

@@ -199,12 +199,12 @@ def scan_cardiac_udc(root: str | Path, num_classes: int = 4, sites: list[str] | 
     """Scan a ``cardiacUDC_dataset`` folder (or the folder holding one) and report every problem found.
 
     ``sites`` (default: every ``Site_*`` folder present plus the expected sites) selects the site folders;
-    a selected or expected site that is missing is reported as a problem. Raises ``FileNotFoundError`` only if
+    a selected or expected site that is missing is reported as a problem. Raises ``DataError`` only if
     ``root`` is not a folder.
     """
     root = resolve_dataset_dir(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"Dataset folder not found: {root}")
+        raise DataError(f"Dataset folder not found: {root}")
     scan = _Scan(root, int(num_classes))
     if sites is None:
         present = sorted(p.name for p in root.glob("Site_*") if p.is_dir())
@@ -332,7 +332,7 @@ def check_config_datasets(cfg) -> tuple[str, int]:
         title = f"== {family} ({', '.join(fam_names)}) =="
         try:
             root = reg.dataset_root(family)
-        except FileNotFoundError as e:
+        except DataError as e:
             blocks.append(f"{title}\nPROBLEM: {e}\n1 problem")
             problems += 1
             continue

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from core import comm
+from core.errors import ConfigError
 from core.registry import EVALUATORS
 from evaluators.metrics import dice_iou, probs_to_labels, seg_stats
 
@@ -78,7 +79,7 @@ class VideoSegEvaluator:
         k = len(self.class_names)
         self.colors = [tuple(int(v) for v in c) for c in (colors or DEFAULT_COLORS)][:k]
         if len(self.colors) < k:
-            raise ValueError(f"{k} classes need {k} colours, got {len(self.colors)}")
+            raise ConfigError(f"{k} classes need {k} colours, got {len(self.colors)}")
         self.results: dict[str, float] = {}
         self.reset()
 

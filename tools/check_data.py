@@ -42,10 +42,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.dataset:
         from data_schedule.registers.cardiac_udc import dataset_root
+        from data_schedule.sources.nifti import DataError
 
         try:
             root = Path(dataset_root(args.dataset))
-        except FileNotFoundError as e:
+        except DataError as e:
             return _usage_error(str(e))
     else:
         given = Path(args.root)

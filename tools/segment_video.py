@@ -28,18 +28,19 @@ def main(argv=None) -> int:
 
     import nibabel as nib
     import numpy as np
-    from omegaconf import OmegaConf
 
     import models  # noqa: F401
-    from core.checkpoint import CheckpointError, check_model_matches, load_checkpoint
-    from data_schedule.sources.nifti import DataError, load_video
+    from core.checkpoint import check_model_matches, load_checkpoint
+    from core.config import config_from_container
+    from core.errors import MedVidSegError
+    from data_schedule.sources.nifti import load_video
     from evaluators.metrics import dice_iou, seg_stats
     from trainers.train_loop import build_model, default_device
     from trainers.video_inference import predict_video
 
     try:
         ckpt = load_checkpoint(args.eval_path)
-        cfg = OmegaConf.create(ckpt["config"])
+        cfg = config_from_container(ckpt["config"], f"checkpoint {args.eval_path}")
         device = default_device()
         model = build_model(cfg, device)
         check_model_matches(ckpt, args.eval_path, cfg.model.name, model)
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
                 line += f"  ({len(gt)} annotated frames: " + ", ".join(
                     f"Dice_{n} {v:.4f}" for n, v in zip(names, per_class)) + f", mDice {np.nanmean(per_class):.4f})"
             print(line, flush=True)
-    except (CheckpointError, DataError, FileNotFoundError, ValueError) as e:
+    except (MedVidSegError, FileNotFoundError, ValueError) as e:  # video_inference validates with ValueError
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -5,9 +5,12 @@ import torch
 from fvcore.common.param_scheduler import (CompositeParamScheduler, ConstantParamScheduler,
                                            CosineParamScheduler, LinearParamScheduler,
                                            MultiStepParamScheduler)
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from core.registry import OPTIMIZERS, SCHEDULERS
+from core.config import origin
+from core.errors import ConfigError
+from core.registry import OPTIMIZERS, SCHEDULERS, accepted_arguments, build, did_you_mean
 
 OPTIMIZERS.register(torch.optim.AdamW)
 OPTIMIZERS.register(torch.optim.Adam)
@@ -34,40 +37,61 @@ def param_groups(model: nn.Module, base_lr: float, weight_decay: float, lr_multi
         wd = 0.0 if ((no_decay_norm_bias and p.ndim <= 1) or getattr(p, "_no_weight_decay", False)) else weight_decay
         groups.setdefault((mult, wd), []).append(p)
     if unused:
-        raise KeyError(f"optim.lr_multipliers: prefixes {sorted(unused)} match no trainable parameter")
+        raise ConfigError(f"optim.lr_multipliers: prefixes {sorted(unused)} match no trainable parameter")
     return [{"params": ps, "lr": base_lr * m, "lr_mult": m, "weight_decay": wd} for (m, wd), ps in groups.items()]
 
 
+# The keys of the ``optim`` section that the framework reads itself; every other key is an argument of the optimizer.
+_OPTIM_KEYS = ("name", "base_lr", "weight_decay", "lr_multipliers", "no_decay_norm_bias", "scheduler")
+# Family options of core/defaults.py: passed to the optimizers that take them; a non-default value for one that
+# does not take it is refused (it would have no effect).
+_FAMILY_DEFAULTS = {"betas": [0.9, 0.999], "momentum": 0.9}
+
+
 def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
-    """``cfg`` = the ``optim`` config node: name, base_lr, weight_decay, lr_multipliers, betas (Adam*),
-    momentum (SGD)."""
+    """``cfg`` = the ``optim`` config node: name, base_lr, weight_decay, lr_multipliers, no_decay_norm_bias,
+    betas (Adam*), momentum (SGD); see core/defaults.py."""
+    cls = OPTIMIZERS.get(cfg.name, "optim")
+    names, _ = accepted_arguments(cls)
+    settings = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in _OPTIM_KEYS}
+    kwargs = {}
+    for key, value in settings.items():
+        if key in names and key not in ("params", "lr", "weight_decay"):
+            kwargs[key] = tuple(value) if isinstance(value, list) else value
+        elif key in _FAMILY_DEFAULTS:
+            if value != _FAMILY_DEFAULTS[key]:
+                raise ConfigError(f"optim.{key}={value}{_set_in(cfg, key)} has no effect on {cfg.name}, which "
+                                  f"takes no {key!r}; remove it or pick an optimizer that uses it")
+        else:
+            valid = list(_OPTIM_KEYS) + [n for n in names if n not in ("params", "lr", "weight_decay")]
+            raise ConfigError(f"Unknown config key 'optim.{key}'{_set_in(cfg, key)}: neither a setting of the "
+                              f"framework nor an argument of {cfg.name}; {did_you_mean(key, valid)}")
     groups = param_groups(model, cfg.base_lr, cfg.weight_decay, dict(cfg.get("lr_multipliers") or {}),
                           cfg.get("no_decay_norm_bias", True))
-    cls = OPTIMIZERS.get(cfg.name)
-    kwargs = {"lr": cfg.base_lr}
-    if cfg.name in ("AdamW", "Adam"):
-        kwargs["betas"] = tuple(cfg.get("betas", (0.9, 0.999)))
-    if cfg.name == "SGD":
-        kwargs["momentum"] = cfg.get("momentum", 0.9)
-    return cls(groups, **kwargs)
+    return cls(groups, lr=cfg.base_lr, **kwargs)
+
+
+def _set_in(cfg, key: str) -> str:
+    found = origin(cfg._get_root(), f"optim.{key}") if isinstance(cfg, DictConfig) else None
+    return f" (set in {found})" if found else ""
 
 
 @SCHEDULERS.register()
-def warmup_cosine(max_iter: int, warmup_iters: int = 0, warmup_factor: float = 0.001, min_lr_ratio: float = 0.0,
-                  **_) -> CompositeParamScheduler:
+def warmup_cosine(max_iter: int, warmup_iters: int = 0, warmup_factor: float = 0.001,
+                  min_lr_ratio: float = 0.0) -> CompositeParamScheduler:
     return _with_warmup(CosineParamScheduler(1.0, min_lr_ratio), max_iter, warmup_iters, warmup_factor, "rescaled")
 
 
 @SCHEDULERS.register()
 def warmup_step(max_iter: int, milestones: list[int] = (), gamma: float = 0.1, warmup_iters: int = 0,
-                warmup_factor: float = 0.001, **_) -> CompositeParamScheduler:
+                warmup_factor: float = 0.001) -> CompositeParamScheduler:
     values = [gamma ** i for i in range(len(milestones) + 1)]
     sched = MultiStepParamScheduler(values, num_updates=max_iter, milestones=list(milestones))
     return _with_warmup(sched, max_iter, warmup_iters, warmup_factor, "fixed")  # milestones are absolute
 
 
 @SCHEDULERS.register()
-def warmup_constant(max_iter: int, warmup_iters: int = 0, warmup_factor: float = 0.001, **_):
+def warmup_constant(max_iter: int, warmup_iters: int = 0, warmup_factor: float = 0.001) -> CompositeParamScheduler:
     return _with_warmup(ConstantParamScheduler(1.0), max_iter, warmup_iters, warmup_factor, "fixed")
 
 
@@ -82,7 +106,7 @@ def _with_warmup(main, max_iter: int, warmup_iters: int, warmup_factor: float, s
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg, max_iter: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """LR(iter) = base LR × multiplier × schedule(iter / max_iter); stepped once per iteration."""
-    kwargs = {k: v for k, v in dict(cfg).items() if k != "name"}
-    sched = SCHEDULERS.get(cfg.name)(max_iter=max_iter, **kwargs)
+    """LR(iter) = base LR × multiplier × schedule(iter / max_iter); stepped once per iteration. ``cfg`` = the
+    ``optim.scheduler`` node (name + the schedule's arguments, checked)."""
+    sched = build(SCHEDULERS, cfg, max_iter=max_iter)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: sched(min(it, max_iter - 1) / max_iter))

@@ -14,6 +14,7 @@ from collections import defaultdict
 
 from core import comm
 from core.checkpoint import list_checkpoints, save_atomic
+from core.errors import ConfigError
 from core.registry import HOOKS
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class BestCheckpointer(HookBase):
 
     def __init__(self, metric: str, mode: str = "max"):
         if mode not in ("max", "min"):
-            raise ValueError(f"train.best_checkpoint.mode must be 'max' or 'min', got {mode!r}")
+            raise ConfigError(f"train.best_checkpoint.mode must be 'max' or 'min', got {mode!r}")
         self.metric, self.mode = metric, mode
         self.best: float | None = None
         self.best_iter: int | None = None
@@ -102,7 +103,7 @@ class BestCheckpointer(HookBase):
         flat = {f"{ds}/{k}": v for ds, res in t.latest_eval.items() for k, v in res.items()}
         key = self.metric if "/" in self.metric else f"{next(iter(t.latest_eval))}/{self.metric}"
         if key not in flat:
-            raise KeyError(f"train.best_checkpoint.metric {self.metric!r}: no such metric; have {sorted(flat)}")
+            raise ConfigError(f"train.best_checkpoint.metric {self.metric!r}: no such metric; have {sorted(flat)}")
         value = flat[key]
         better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
         if better and math.isfinite(value):

@@ -19,7 +19,10 @@ import torch
 from omegaconf import OmegaConf
 
 from core import comm
-from core.checkpoint import check_model_matches, get_rng_state, remove_stale_temp_files, set_rng_state
+from core.checkpoint import (CheckpointError, check_model_matches, get_rng_state, remove_stale_temp_files,
+                             set_rng_state)
+from core.errors import ConfigError, TrainingError
+from core.config import config_to_container
 from core.events import JSONWriter, TensorboardWriter, WandbWriter
 from core.registry import MODELS, build
 from data_schedule.build import build_train_loader
@@ -45,7 +48,7 @@ class Trainer:
         tc = cfg.train
         self.max_iter, self.accum = int(tc.max_iter), int(tc.grad_accum)
         if self.max_iter <= 0 or self.accum <= 0:
-            raise ValueError(f"train.max_iter and train.grad_accum must be positive, got {self.max_iter}, "
+            raise ConfigError(f"train.max_iter and train.grad_accum must be positive, got {self.max_iter}, "
                              f"{self.accum}")
         self.device = default_device()
         torch.manual_seed(tc.seed + comm.get_rank())  # seeded per rank
@@ -67,7 +70,7 @@ class Trainer:
         self.amp_skipped_steps = 0  # steps the fp16 GradScaler skipped (inf/NaN gradients)
         self.skipped_samples, self.bad_files = 0, set()  # under data.bad_sample_policy=skip
         if tc.nonfinite.policy not in ("error", "skip"):
-            raise ValueError(f"train.nonfinite.policy must be 'error' or 'skip', got {tc.nonfinite.policy!r}")
+            raise ConfigError(f"train.nonfinite.policy must be 'error' or 'skip', got {tc.nonfinite.policy!r}")
         self.writers: list = []
         self.hooks = self._default_hooks()
 
@@ -103,7 +106,7 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "amp_skipped_steps": self.amp_skipped_steps,
             "model_name": self.cfg.model.name,
-            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "config": config_to_container(self.cfg),  # plain data; `+key`s keep their mark
         }
 
     def load_checkpoint_state(self, ckpt: dict, path: str | Path) -> None:
@@ -115,7 +118,7 @@ class Trainer:
         self.start_iter = self.iter = int(ckpt["iteration"])
         saved_world = ckpt.get("sampler", {}).get("world_size", comm.get_world_size())
         if saved_world != comm.get_world_size():
-            raise ValueError(f"Checkpoint {path} was written by {saved_world} processes; resuming with "
+            raise CheckpointError(f"Checkpoint {path} was written by {saved_world} processes; resuming with "
                              f"{comm.get_world_size()} would change the data order")
         self.rng_state = ckpt["rng"]
         self.skipped_steps = int(ckpt.get("skipped_steps", 0))
@@ -190,12 +193,12 @@ class Trainer:
         needs = getattr(self.model, "needs_unlabeled", False)
         if not ul or not float(ul.get("ratio", 0)):
             if needs:
-                raise ValueError(f"model {self.cfg.model.name!r} trains on unlabelled clips: set data.unlabeled "
+                raise ConfigError(f"model {self.cfg.model.name!r} trains on unlabelled clips: set data.unlabeled "
                                  f"(names, mapper, ratio > 0), e.g. as in configs/cardiac/lgrnet_tiny_lgsd.py")
             return None
         total = round(float(ul.ratio) * int(self.cfg.train.batch_size))
         if total < 1:
-            raise ValueError(f"data.unlabeled.ratio={ul.ratio} × train.batch_size={self.cfg.train.batch_size} "
+            raise ConfigError(f"data.unlabeled.ratio={ul.ratio} × train.batch_size={self.cfg.train.batch_size} "
                              f"rounds to 0 unlabelled clips per step; use a larger ratio")
         per_rank = total // comm.get_world_size()
         loader = build_train_loader(list(ul.names), ul.mapper, total, int(self.cfg.data.num_workers),
@@ -288,11 +291,11 @@ class Trainer:
         terms = ", ".join(f"{k}={v:.4g}" for k, v in totals.items())
         where = f"Non-finite loss at iteration {self.iter + 1}: {terms}"
         if policy.policy != "skip":
-            raise FloatingPointError(f"{where}; last good checkpoint left in {self.ckpt_dir} "
+            raise TrainingError(f"{where}; last good checkpoint left in {self.ckpt_dir} "
                                      f"(train.nonfinite.policy=skip drops such steps instead)")
         self.skipped_steps += 1
         if self.skipped_steps > policy.max_skips:
-            raise FloatingPointError(f"{where}; {self.skipped_steps} steps skipped, more than "
+            raise TrainingError(f"{where}; {self.skipped_steps} steps skipped, more than "
                                      f"train.nonfinite.max_skips={policy.max_skips}")
         logger.warning(f"{where}; step skipped ({self.skipped_steps} so far)")
         self.optimizer.zero_grad(set_to_none=True)

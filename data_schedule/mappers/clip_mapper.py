@@ -20,6 +20,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from core.errors import ConfigError
 from core.registry import MAPPERS, SAMPLERS, build
 
 
@@ -54,9 +55,9 @@ def _to_sample(frames: torch.Tensor, labels: torch.Tensor, has_ann: torch.Tensor
 class _ClipMapper:
     def __init__(self, clip_len: int, size: list[int], num_classes: int = 4, frame_sampler: dict | None = None):
         if clip_len < 1:
-            raise ValueError(f"mapper clip_len must be >= 1, got {clip_len}")
+            raise ConfigError(f"mapper clip_len must be >= 1, got {clip_len}")
         self.clip_len, self.size, self.num_classes = clip_len, tuple(size), num_classes
-        self.frame_sampler = build(SAMPLERS, frame_sampler or {"name": "centered"})
+        self.frame_sampler = build(SAMPLERS, frame_sampler or {}, key="frame_sampler", default="centered")
 
 
 @MAPPERS.register()

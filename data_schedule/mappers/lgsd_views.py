@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
+from core.errors import ConfigError
 from core.registry import MAPPERS
 from data_schedule.mappers.clip_mapper import _read_clip
 
@@ -36,10 +37,10 @@ class LGSDViewMapper:
                  global_scale: list[float] = (0.5, 1.0), local_scale: list[float] = (0.1, 0.4),
                  num_classes: int | None = None):  # num_classes: given to every mapper, unused (no labels)
         if num_global < 1 or num_local < 0 or clip_len < 1:
-            raise ValueError(f"LGSDViewMapper: need num_global >= 1, num_local >= 0, clip_len >= 1, got "
+            raise ConfigError(f"LGSDViewMapper: need num_global >= 1, num_local >= 0, clip_len >= 1, got "
                              f"{num_global}, {num_local}, {clip_len}")
         if local_span > global_span:
-            raise ValueError(f"LGSDViewMapper: local_span {local_span} must not exceed global_span {global_span}")
+            raise ConfigError(f"LGSDViewMapper: local_span {local_span} must not exceed global_span {global_span}")
         self.clip_len, self.num_global, self.num_local = clip_len, num_global, num_local
         self.global_span, self.local_span = global_span, local_span
         self.global_crop = v2.RandomResizedCrop(tuple(global_size), scale=tuple(global_scale), antialias=True)

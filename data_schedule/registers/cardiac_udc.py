@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from core.catalog import DatasetCatalog, MetadataCatalog
+from core.errors import ConfigError
 from data_schedule.sources.nifti import DataError, load_video
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ _ROOTS: dict[str, str | None] = {"cardiac_udc": None, "echo_synth": None}
 
 def set_root(prefix: str, path: str | None) -> None:
     if prefix not in _ROOTS:
-        raise KeyError(f"Unknown dataset family {prefix!r}; expected one of {sorted(_ROOTS)}")
+        raise ConfigError(f"Unknown dataset family {prefix!r}; expected one of {sorted(_ROOTS)}")
     if _ROOTS[prefix] != path:
         _ROOTS[prefix] = path
         for name in DatasetCatalog.names():  # roots changed: built lists are stale
@@ -62,12 +63,12 @@ def dataset_root(prefix: str) -> Path:
         return Path(ensure_echo_synth(base))
     base = _ROOTS["cardiac_udc"] or os.environ.get("DATASET_PATH")
     if not base:
-        raise FileNotFoundError(
+        raise DataError(
             "CardiacUDC root not set: export DATASET_PATH=/path/holding/cardiacUDC_dataset (or set "
             "data.roots.cardiac_udc), or use the embedded echo_synth_* datasets instead")
     root = Path(base) / "cardiacUDC_dataset"
     if not root.is_dir():
-        raise FileNotFoundError(f"CardiacUDC folder not found: {root} (DATASET_PATH={base}); expected "
+        raise DataError(f"CardiacUDC folder not found: {root} (DATASET_PATH={base}); expected "
                                 f"{root}/Site_G_100/..., or use the embedded echo_synth_* datasets")
     return root
 
@@ -78,7 +79,7 @@ def list_videos(root: Path, sites: list[str]) -> list[dict]:
     for site in sites:
         sdir = root / site
         if not sdir.is_dir():
-            raise FileNotFoundError(f"Site folder missing: {sdir} (expected sites {SITES})")
+            raise DataError(f"Site folder missing: {sdir} (expected sites {SITES})")
         images = sorted(sdir.glob("*_image.nii.gz"))
         if not images:
             raise DataError(f"Site folder {sdir} holds no *_image.nii.gz files")
@@ -98,7 +99,7 @@ SKIPPED: list[tuple[str, str]] = []  # (file, reason) of videos left out under "
 
 def set_bad_sample_policy(policy: str) -> None:
     if policy not in ("error", "skip"):
-        raise ValueError(f"data.bad_sample_policy must be 'error' or 'skip', got {policy!r}")
+        raise ConfigError(f"data.bad_sample_policy must be 'error' or 'skip', got {policy!r}")
     if _BAD_SAMPLE_POLICY["policy"] != policy or policy == "skip":
         # lists built under the other policy (or whose skips were already reported) are rebuilt
         _BAD_SAMPLE_POLICY["policy"] = policy

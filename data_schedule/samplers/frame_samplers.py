@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.errors import ConfigError
 from core.registry import SAMPLERS
 
 
@@ -20,7 +21,7 @@ class centered:
 
     def __init__(self, stride: int = 1):
         if stride < 1:
-            raise ValueError(f"frame_sampler stride must be >= 1, got {stride}")
+            raise ConfigError(f"frame_sampler stride must be >= 1, got {stride}")
         self.stride = stride
 
     def __call__(self, ref: int, num_frames: int, clip_len: int, rng: np.random.Generator | None = None):
@@ -44,14 +45,14 @@ class hybrid:
 
     def __init__(self, local_window: int = 3, global_share: float = 0.5):
         if local_window < 1:
-            raise ValueError(f"frame_sampler local_window must be >= 1, got {local_window}")
+            raise ConfigError(f"frame_sampler local_window must be >= 1, got {local_window}")
         if not 0.0 <= global_share <= 1.0:
-            raise ValueError(f"frame_sampler global_share must be in [0, 1], got {global_share}")
+            raise ConfigError(f"frame_sampler global_share must be in [0, 1], got {global_share}")
         self.local_window, self.global_share = local_window, global_share
 
     def __call__(self, ref: int, num_frames: int, clip_len: int, rng: np.random.Generator | None = None):
         if rng is None:
-            raise ValueError("the hybrid frame sampler is random: it needs an rng (use it for training clips)")
+            raise ConfigError("the hybrid frame sampler is random: it needs an rng (use it for training clips)")
         n_global = min(clip_len - 1, int(round(self.global_share * (clip_len - 1))))
         n_near = clip_len - 1 - n_global
         lo, hi = max(0, ref - self.local_window), min(num_frames - 1, ref + self.local_window)

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import MedVidSegError
+
 CACHE_VERSION = 1
 
 
-class DataError(ValueError):
+class DataError(MedVidSegError, ValueError):
     """A problem with a data file; the message names the file and what was expected."""
 
 

@@ -7,6 +7,7 @@ import timm
 import torch
 from torch import nn
 
+from core.errors import ConfigError
 from core.registry import BACKBONES
 from models.layers import batchnorm_to_groupnorm
 
@@ -33,15 +34,15 @@ class TimmBackbone(nn.Module):
         if name not in timm.list_models():
             hits = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(map(repr, hits))}?" if hits else ""
-            raise KeyError(f"model.backbone.model: no timm model {name!r}{hint}")
+            raise ConfigError(f"model.backbone.model: no timm model {name!r}{hint}")
         if norm not in ("batch", "group"):
-            raise ValueError(f"model.backbone.norm must be 'batch' or 'group', got {norm!r}")
+            raise ConfigError(f"model.backbone.norm must be 'batch' or 'group', got {norm!r}")
         kwargs = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
         probe = timm.create_model(name, features_only=True, pretrained=False, **kwargs)
         reductions = probe.feature_info.reduction()
         missing = [s for s in strides if s not in reductions]
         if missing:
-            raise ValueError(f"model.backbone {name!r} has feature strides {reductions}, not {missing}")
+            raise ConfigError(f"model.backbone {name!r} has feature strides {reductions}, not {missing}")
         out_indices = tuple(reductions.index(s) for s in strides)
         self.body = timm.create_model(name, features_only=True, pretrained=False, out_indices=out_indices, **kwargs)
         if pretrained_path:
@@ -49,7 +50,7 @@ class TimmBackbone(nn.Module):
             state = state.get("state_dict", state.get("model", state))
             missing_keys, _ = self.body.load_state_dict(state, strict=False)
             if len(missing_keys) == len(self.body.state_dict()):
-                raise ValueError(f"model.backbone.pretrained_path {pretrained_path}: no key matches {name}")
+                raise ConfigError(f"model.backbone.pretrained_path {pretrained_path}: no key matches {name}")
         if norm == "group":
             batchnorm_to_groupnorm(self.body)
         self.strides = tuple(strides)

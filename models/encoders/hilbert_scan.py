@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.errors import ConfigError
+from core.registry import forwards
 from models.layers import FFN, sine_embed
 from models.ops.hilbert import curve_order
 from models.ops.selective_scan import selective_scan
@@ -30,9 +32,9 @@ class HilbertSelectiveScan(nn.Module):
                  dt_max: float = 0.1, dt_init_floor: float = 1e-4, impl: str = "auto"):
         super().__init__()
         if scan_order not in SCAN_ORDERS:
-            raise ValueError(f"model.encoder.scan_order must be one of {SCAN_ORDERS}, got {scan_order!r}")
+            raise ConfigError(f"model.encoder.scan.scan_order must be one of {SCAN_ORDERS}, got {scan_order!r}")
         if directions not in (1, 2):
-            raise ValueError(f"model.encoder.scan_directions must be 1 or 2, got {directions}")
+            raise ConfigError(f"model.encoder.scan.directions must be 1 or 2, got {directions}")
         self.d_inner, self.d_state, self.k = d_inner, d_state, directions
         self.dt_rank = dt_rank or math.ceil(d_model / 16)
         self.scan_order, self.impl = scan_order, impl
@@ -77,6 +79,7 @@ class HilbertSelectiveScan(nn.Module):
         return self.out_proj(self.out_norm(out) * F.silu(z))
 
 
+@forwards(HilbertSelectiveScan)
 class HilbertScanStage(nn.Module):
     """``num_layers`` × (scan + residual + LayerNorm), then one FFN, over frame queries (B, T, Q, C); the query
     position (learned per query + 1D temporal sine) is added to each scan's input."""

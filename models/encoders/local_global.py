@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.registry import ENCODERS
+from core.registry import ENCODERS, call
 from models.encoders.hilbert_scan import HilbertScanStage
 from models.layers import FFN, PostNormAttention, sine_pos_2d
 from models.ops.cnp import CyclicNeighbourhoodPropagation
@@ -27,16 +27,14 @@ class LocalGlobalLayer(nn.Module):
                  use_cnp: bool = True, cnp: dict | None = None, use_scan: bool = True, scan: dict | None = None,
                  deform: dict | None = None, deform_impl: str = "auto"):
         super().__init__()
-        cnp = dict(cnp or {})
-        self.cnp = CyclicNeighbourhoodPropagation(d_model, n_heads=cnp.pop("n_heads", n_heads), **cnp) \
-            if use_cnp else None
+        self.cnp = call(CyclicNeighbourhoodPropagation, {"n_heads": n_heads, **(cnp or {})}, d_model,
+                        key="cnp") if use_cnp else None
         self.cnp_norm = nn.LayerNorm(d_model) if use_cnp else None
         self.condense = PostNormAttention(d_model, n_heads, dropout) if use_scan else None
-        self.scan = HilbertScanStage(d_model, **(scan or {})) if use_scan else None
+        self.scan = call(HilbertScanStage, scan, d_model, key="scan") if use_scan else None
         self.distribute = PostNormAttention(d_model, n_heads, dropout) if use_scan else None
-        deform = dict(deform or {})
-        self.deform = MSDeformAttn(d_model, n_levels=n_levels, n_heads=deform.pop("n_heads", n_heads),
-                                   n_points=deform.pop("n_points", 4), impl=deform_impl, **deform)
+        self.deform = call(MSDeformAttn, {"n_heads": n_heads, "n_points": 4, **(deform or {})}, d_model,
+                           key="deform", n_levels=n_levels, impl=deform_impl)
         self.deform_norm = nn.LayerNorm(d_model)
         self.ffn = FFN(d_model, ffn_dim, dropout)
 

@@ -23,7 +23,8 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from core import comm
-from core.registry import LOSSES
+from core.errors import ConfigError
+from core.registry import LOSSES, call
 
 __all__ = ["point_sample", "HungarianVideoMatcher", "VideoSetCriterion", "semantic_inference", "build_video_targets"]
 
@@ -79,7 +80,7 @@ class HungarianVideoMatcher(nn.Module):
                  num_points: int = 12544):
         super().__init__()
         if num_points < 1:
-            raise ValueError("num_points must be >= 1")
+            raise ConfigError("model.loss num_points must be >= 1")
         self.cost_class, self.cost_mask, self.cost_dice = float(cost_class), float(cost_mask), float(cost_dice)
         self.num_points = int(num_points)
 
@@ -172,12 +173,13 @@ class VideoSetCriterion(nn.Module):
                  importance_sample_ratio: float = 0.75, aux_weight: float = 1.0):
         super().__init__()
         if oversample_ratio < 1 or not 0 <= importance_sample_ratio <= 1:
-            raise ValueError("need oversample_ratio >= 1 and 0 <= importance_sample_ratio <= 1")
+            raise ConfigError("model.loss: need oversample_ratio >= 1 and 0 <= importance_sample_ratio <= 1")
         self.num_classes = int(num_classes)
         if isinstance(matcher, HungarianVideoMatcher):
             self.matcher = matcher
         else:
-            self.matcher = HungarianVideoMatcher(**{"num_points": num_points, **dict(matcher or {})})
+            self.matcher = call(HungarianVideoMatcher, {"num_points": num_points, **dict(matcher or {})},
+                                key="matcher")
         self.weights = {"loss_class": float(weight_class), "loss_mask_bce": float(weight_bce),
                         "loss_mask_dice": float(weight_dice)}
         self.aux_weight = float(aux_weight)

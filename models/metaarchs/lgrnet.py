@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.errors import ConfigError
 from core.registry import BACKBONES, DECODERS, ENCODERS, LOSSES, MODELS, build
 from models.layers import group_norm
 from models.losses.mask_set_criterion import build_video_targets, semantic_inference
@@ -31,10 +32,10 @@ class LGRNet(nn.Module):
         """
         super().__init__()
         if mask_stride not in (2, 4):
-            raise ValueError(f"model.mask_stride must be 2 or 4, got {mask_stride}")
+            raise ConfigError(f"model.mask_stride must be 2 or 4, got {mask_stride}")
         self.num_classes, self.mask_stride = num_classes, mask_stride
         strides = (2, 4, 8, 16, 32) if mask_stride == 2 else (4, 8, 16, 32)
-        self.backbone = build(BACKBONES, {"name": "TimmBackbone", "strides": strides, **(backbone or {})})
+        self.backbone = build(BACKBONES, backbone or {}, key="backbone", default="TimmBackbone", strides=strides)
         ch = self.backbone.channels
         self.levels = ("res5", "res4", "res3")  # encoder tokens, coarse to fine
         self.input_proj = nn.ModuleDict({
@@ -42,13 +43,13 @@ class LGRNet(nn.Module):
         for proj in self.input_proj.values():
             nn.init.xavier_uniform_(proj[0].weight, gain=1)
             nn.init.zeros_(proj[0].bias)
-        self.encoder = build(ENCODERS, {"name": "LocalGlobalEncoder", **(encoder or {})}, d_model=d_model,
+        self.encoder = build(ENCODERS, encoder or {}, key="encoder", default="LocalGlobalEncoder", d_model=d_model,
                              n_levels=len(self.levels))
         self.pixel_decoder = build(DECODERS, {"name": "PixelFPN"}, in_channels=ch["res2"], d_model=d_model,
                                    res1_channels=ch.get("res1"))
-        self.decoder = build(DECODERS, {"name": "VideoMask2FormerDecoder", **(decoder or {})}, d_model=d_model,
-                             num_classes=num_classes, n_levels=len(self.levels))
-        self.criterion = build(LOSSES, {"name": "VideoSetCriterion", **(loss or {})}, num_classes=num_classes)
+        self.decoder = build(DECODERS, decoder or {}, key="decoder", default="VideoMask2FormerDecoder",
+                             d_model=d_model, num_classes=num_classes, n_levels=len(self.levels))
+        self.criterion = build(LOSSES, loss or {}, key="loss", default="VideoSetCriterion", num_classes=num_classes)
 
     def _encode(self, video: torch.Tensor) -> tuple[dict, list[torch.Tensor], torch.Tensor]:
         """video (B, T, 3, H, W) in [0, 1] -> (backbone features res2..res5, each (B·T, C_l, H_l, W_l); encoder

@@ -30,7 +30,8 @@ import copy
 import torch
 from torch import nn
 
-from core.registry import MODELS, did_you_mean
+from core.errors import ConfigError
+from core.registry import MODELS, call, did_you_mean, forwards
 from models.losses.dino import DINOHead, DINOLoss, cosine_schedule, ema_update, linear_warmup
 from models.metaarchs.lgrnet import LGRNet
 
@@ -48,6 +49,7 @@ DEFAULTS = dict(
 
 
 @MODELS.register()
+@forwards(LGRNet)
 class LGSD(nn.Module):
     needs_unlabeled = True  # the trainer refuses to run it without data.unlabeled
 
@@ -55,11 +57,11 @@ class LGSD(nn.Module):
         super().__init__()
         unknown = sorted(set(lgsd or {}) - set(DEFAULTS))
         if unknown:
-            raise KeyError(f"model.lgsd: unknown keys {unknown}; {did_you_mean(unknown[0], DEFAULTS)}")
+            raise ConfigError(f"model.lgsd: unknown keys {unknown}; {did_you_mean(unknown[0], DEFAULTS)}")
         self.cfg = {**DEFAULTS, **(lgsd or {})}
         if self.cfg["eval_with"] not in ("student", "teacher"):
-            raise ValueError(f"model.lgsd.eval_with must be 'student' or 'teacher', got {self.cfg['eval_with']!r}")
-        self.student = LGRNet(**student)
+            raise ConfigError(f"model.lgsd.eval_with must be 'student' or 'teacher', got {self.cfg['eval_with']!r}")
+        self.student = call(LGRNet, student)
         enc = self.student.encoder
         in_dim = enc.query_feat.num_embeddings * enc.d_model
         self.student_head = DINOHead(in_dim, self.cfg["out_dim"], self.cfg["hidden_dim"],

@@ -9,6 +9,7 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
+from core.errors import ConfigError
 from core.registry import LOSSES, MODELS, build
 from models.layers import batchnorm_to_groupnorm, masks_to_labels
 
@@ -30,9 +31,9 @@ class UNetBaseline(nn.Module):
         """
         super().__init__()
         if norm not in ("batch", "group"):
-            raise ValueError(f"model.norm must be 'batch' or 'group', got {norm!r}")
+            raise ConfigError(f"model.norm must be 'batch' or 'group', got {norm!r}")
         if len(decoder_channels) != encoder_depth:
-            raise ValueError(f"model.decoder_channels needs one entry per encoder stage ({encoder_depth}), got "
+            raise ConfigError(f"model.decoder_channels needs one entry per encoder stage ({encoder_depth}), got "
                              f"{list(decoder_channels)}")
         self.num_classes = num_classes
         self.net = smp.Unet(encoder_name=encoder, encoder_depth=encoder_depth, encoder_weights=None,
@@ -41,10 +42,10 @@ class UNetBaseline(nn.Module):
             state = torch.load(pretrained_path, map_location="cpu", weights_only=True)
             missing, unexpected = self.net.encoder.load_state_dict(state, strict=False)
             if len(missing) == len(self.net.encoder.state_dict()):
-                raise ValueError(f"model.pretrained_path {pretrained_path}: no key matches the {encoder} encoder")
+                raise ConfigError(f"model.pretrained_path {pretrained_path}: no key matches the {encoder} encoder")
         if norm == "group":
             batchnorm_to_groupnorm(self.net)
-        self.criterion = build(LOSSES, {"name": "CEDiceLoss", **(loss or {})}, num_classes=num_classes)
+        self.criterion = build(LOSSES, loss or {}, key="loss", default="CEDiceLoss", num_classes=num_classes)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 

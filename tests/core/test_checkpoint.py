@@ -1,6 +1,6 @@
 """Checkpoints are data: a pickle payload is refused before it runs, RNG states round-trip exactly through a
-weights-only load, and checkpoints of the earlier format (numpy/random states as pickled tuples) still load and
-resume bit-exactly."""
+weights-only load, and checkpoints of the earlier format (numpy/random states as pickled tuples, a config without
+the keys the defaults gained since) still load, evaluate and resume bit-exactly."""
 from __future__ import annotations
 
 import os
@@ -10,6 +10,7 @@ import random
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import main as cli
 from core.checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_atomic, set_rng_state
@@ -86,7 +87,10 @@ def test_checkpoint_of_the_earlier_format_loads_evaluates_and_resumes_bit_exactl
     ckpt_path = old / "checkpoints" / "model_0000001.pth"
     ckpt = load_checkpoint(ckpt_path)
     ckpt["rng"] = _legacy_rng(ckpt["rng"])
+    for stored in (ckpt["config"], saved := yaml.safe_load((old / "config.yaml").read_text())):
+        del stored["optim"]["momentum"], stored["data"]["unlabeled"]  # keys the defaults gained since
     torch.save(ckpt, ckpt_path)  # what the earlier code path wrote
+    (old / "config.yaml").write_text(yaml.safe_dump(saved))
     with pytest.raises(Exception):
         torch.load(ckpt_path, weights_only=True)  # numpy arrays need the loader's narrow allow-list
     assert cli.main(["--trainer_mode", "eval", "--eval_path", str(ckpt_path), "--output_dir",

@@ -10,6 +10,11 @@ from omegaconf import DictConfig, OmegaConf
 from core.config import ConfigError, apply_overrides, config_diff, dump_config, load_config
 
 
+def load(*args, **kwargs):
+    """load_config without the framework's defaults: these tests pin down the mechanics on made-up keys."""
+    return load_config(*args, defaults=None, **kwargs)
+
+
 def write(root: Path, name: str, text: str) -> Path:
     path = root / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -22,7 +27,8 @@ def cfg_path(tmp_path: Path) -> Path:
     """configs/cardiac/unet.py -> [_base_/runtime.py -> _base_/defaults.py, _base_/data.py] (two levels, two bases)."""
     write(tmp_path, "configs/_base_/defaults.py", """
         seed = 0
-        train = dict(max_iter=10, lr=0.1, amp=False, clip=None, milestones=[5, 8])
+        output = None
+        train = dict(max_iter=10, lr=0.1, amp=False, clip=None, milestones=[5, 8], log_period=1)
     """)
     write(tmp_path, "configs/_base_/runtime.py", """
         _base_ = "./defaults.py"
@@ -44,7 +50,7 @@ def cfg_path(tmp_path: Path) -> Path:
 
 
 def test_inheritance_merges_dicts_and_replaces_lists(cfg_path: Path) -> None:
-    cfg = load_config(cfg_path)
+    cfg = load(cfg_path)
     assert isinstance(cfg, DictConfig)
     assert set(cfg.keys()) == {"seed", "train", "output", "data", "model"}  # no _base_, _private, helpers
     # Child beats runtime beats defaults; untouched keys survive from every level.
@@ -56,14 +62,14 @@ def test_inheritance_merges_dicts_and_replaces_lists(cfg_path: Path) -> None:
 
 
 def test_delete_replaces_base_dict(cfg_path: Path) -> None:
-    aug = load_config(cfg_path).data.aug
+    aug = load(cfg_path).data.aug
     assert OmegaConf.to_container(aug) == {"scale": 0.5}
 
 
 def test_later_base_wins(tmp_path: Path) -> None:
     write(tmp_path, "a.py", "x = dict(v=1, a=1)\n")
     write(tmp_path, "b.py", "x = dict(v=2, b=2)\n")
-    cfg = load_config(write(tmp_path, "c.py", "_base_ = ['a.py', 'b.py']\n"))
+    cfg = load(write(tmp_path, "c.py", "_base_ = ['a.py', 'b.py']\n"))
     assert OmegaConf.to_container(cfg) == {"x": {"v": 2, "a": 1, "b": 2}}
 
 
@@ -87,41 +93,41 @@ def test_later_base_wins(tmp_path: Path) -> None:
     ],
 )
 def test_override_values(cfg_path: Path, override: str, key: str, expected: object) -> None:
-    cfg = load_config(cfg_path, [override])
+    cfg = load(cfg_path, [override])
     value = OmegaConf.select(cfg, key)
     value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
     assert value == expected and type(value) is type(expected)
 
 
 def test_override_with_plus_adds_nested_key(cfg_path: Path) -> None:
-    cfg = load_config(cfg_path, ["+model.extra.depth=3", "+tag=[x]"])
+    cfg = load(cfg_path, ["+model.extra.depth=3", "+tag=[x]"])
     assert cfg.model.extra.depth == 3 and list(cfg.tag) == ["x"]
     with pytest.raises(AttributeError):  # still struct mode below the new key
         cfg.model.extra.dpeth
     with pytest.raises(ConfigError, match="already exists"):
-        load_config(cfg_path, ["+train.max_iter=3"])
+        load(cfg_path, ["+train.max_iter=3"])
 
 
 def test_override_dict_value_sets_keys_strictly(cfg_path: Path) -> None:
-    cfg = load_config(cfg_path, ["train={max_iter: 7, lr: 1e-2}"])
+    cfg = load(cfg_path, ["train={max_iter: 7, lr: 1e-2}"])
     assert cfg.train.max_iter == 7 and cfg.train.lr == 0.01 and cfg.train.log_period == 20
     with pytest.raises(ConfigError, match="'train.max_itr'"):
-        load_config(cfg_path, ["train={max_itr: 7}"])
+        load(cfg_path, ["train={max_itr: 7}"])
 
 
 def test_unknown_key_suggests_closest(cfg_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(cfg_path, ["train.max_itr=5"])
+        load(cfg_path, ["train.max_itr=5"])
     message = str(info.value)
     assert message == (
         "Unknown config key 'train.max_itr' in override 'train.max_itr=5'; did you mean 'train.max_iter'?"
     )
     with pytest.raises(ConfigError, match="Unknown config key 'trian'.*did you mean 'train'"):
-        load_config(cfg_path, ["trian.max_iter=5"])
+        load(cfg_path, ["trian.max_iter=5"])
     with pytest.raises(ConfigError, match="Unknown config key 'model.head.clases'.*'model.head.classes'"):
-        load_config(cfg_path, ["model.head.clases=3"])
+        load(cfg_path, ["model.head.clases=3"])
     with pytest.raises(ConfigError, match="Unknown config key 'train.zzz'.*valid keys here: train.max_iter, "):
-        load_config(cfg_path, ["train.zzz=1"])
+        load(cfg_path, ["train.zzz=1"])
 
 
 @pytest.mark.parametrize(
@@ -142,18 +148,18 @@ def test_unknown_key_suggests_closest(cfg_path: Path) -> None:
 )
 def test_bad_overrides(cfg_path: Path, override: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(cfg_path, [override])
+        load(cfg_path, [override])
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
 def test_apply_overrides_in_place(cfg_path: Path) -> None:
-    cfg = load_config(cfg_path)
+    cfg = load(cfg_path)
     apply_overrides(cfg, ["seed=3"])
     assert cfg.seed == 3
 
 
 def test_struct_mode_blocks_typos_in_code(cfg_path: Path) -> None:
-    cfg = load_config(cfg_path)
+    cfg = load(cfg_path)
     with pytest.raises(AttributeError):
         cfg.train.max_itr
     with pytest.raises(AttributeError):
@@ -162,59 +168,59 @@ def test_struct_mode_blocks_typos_in_code(cfg_path: Path) -> None:
 
 def test_missing_file_and_base(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="Config file not found: .*nope.py"):
-        load_config(tmp_path / "nope.py")
+        load(tmp_path / "nope.py")
     child = write(tmp_path, "cfgs/child.py", "_base_ = '../_base_/gone.py'\n")
     with pytest.raises(ConfigError) as info:
-        load_config(child)
+        load(child)
     assert "child.py" in str(info.value) and "../_base_/gone.py" in str(info.value)
 
 
 def test_syntax_and_runtime_errors_name_file_and_line(tmp_path: Path) -> None:
     bad = write(tmp_path, "bad.py", "a = 1\nb = dict(x=\n")
     with pytest.raises(ConfigError) as info:
-        load_config(bad)
+        load(bad)
     message = str(info.value)
     assert message.startswith(f"Error in config file {bad}: SyntaxError:") and "(line 2)" in message
     boom = write(tmp_path, "boom.py", "a = 1\n\nb = undefined_name\n")
     with pytest.raises(ConfigError, match=r"boom.py: NameError: .*undefined_name.* \(line 3\)"):
-        load_config(boom)
+        load(boom)
     base_boom = write(tmp_path, "uses_boom.py", "_base_ = 'boom.py'\n")
     with pytest.raises(ConfigError, match="boom.py: NameError"):  # errors in a base name the base
-        load_config(base_boom)
+        load(base_boom)
 
 
 def test_non_plain_data_is_rejected(tmp_path: Path) -> None:
     path = write(tmp_path, "obj.py", "import pathlib\nmodel = dict(root=pathlib.Path('x'))\n")
     with pytest.raises(ConfigError, match=r"obj.py: 'model.root' is not plain data"):
-        load_config(path)
+        load(path)
 
 
 def test_base_cycle(tmp_path: Path) -> None:
     write(tmp_path, "a.py", "_base_ = 'b.py'\nx = 1\n")
     write(tmp_path, "b.py", "_base_ = ['a.py']\ny = 1\n")
     with pytest.raises(ConfigError, match=r"cycle: .*a.py -> .*b.py -> .*a.py"):
-        load_config(tmp_path / "a.py")
+        load(tmp_path / "a.py")
     write(tmp_path, "self.py", "_base_ = './self.py'\n")
     with pytest.raises(ConfigError, match="cycle"):
-        load_config(tmp_path / "self.py")
+        load(tmp_path / "self.py")
 
 
 def test_dump_load_round_trip(cfg_path: Path, tmp_path: Path) -> None:
-    cfg = load_config(cfg_path, ["train.lr=1e-10", "+tricky=[null, 'true', '1e-3', 'on', '010']"])
+    cfg = load(cfg_path, ["train.lr=1e-10", "+tricky=[null, 'true', '1e-3', 'on', '010']"])
     out = tmp_path / "run" / "config.yaml"
     dump_config(cfg, out)
     assert [p.name for p in out.parent.iterdir()] == ["config.yaml"]  # no temp file left behind
     assert "${" not in out.read_text()  # interpolations resolved
-    again = load_config(out)
+    again = load(out)
     assert OmegaConf.to_container(again) == OmegaConf.to_container(cfg, resolve=True)
     assert config_diff(cfg, again) == []
     assert OmegaConf.is_struct(again)
-    assert load_config(out, ["train.max_iter=3"]).train.max_iter == 3
+    assert load(out, ["train.max_iter=3"]).train.max_iter == 3
 
 
 def test_config_diff(cfg_path: Path) -> None:
-    a = load_config(cfg_path)
-    b = load_config(cfg_path, ["train.lr=0.5", "data.test=[x]", "+extra.k=1", "model.num_classes=3"])
+    a = load(cfg_path)
+    b = load(cfg_path, ["train.lr=0.5", "data.test=[x]", "+extra.k=1", "model.num_classes=3"])
     # model.head.classes follows model.num_classes through its interpolation.
     assert config_diff(a, b) == ["data.test", "extra.k", "model.head.classes", "model.num_classes", "train.lr"]
     assert config_diff(a, a) == []

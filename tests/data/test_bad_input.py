@@ -70,7 +70,7 @@ def test_empty_site_folder(tmp_path):
     (root / "Site_G_29").mkdir(parents=True)
     with pytest.raises(DataError, match=r"Site_G_29 holds no \*_image.nii.gz files"):
         reg.list_videos(root, ["Site_G_29"])
-    with pytest.raises(FileNotFoundError, match="Site folder missing: .*Site_G_100"):
+    with pytest.raises(DataError, match="Site folder missing: .*Site_G_100"):
         reg.list_videos(root, ["Site_G_100"])
 
 

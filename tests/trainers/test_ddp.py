@@ -10,10 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
 import main as cli
 from core.catalog import DatasetCatalog
+from core.checkpoint import load_checkpoint
 from tests.conftest import TINY_OVERRIDES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,7 +30,7 @@ def torchrun(args: list[str], *launcher: str, timeout: int = 300) -> subprocess.
 
 
 def final_weights(run: Path) -> dict:
-    return torch.load(run / "checkpoints" / "model_final.pth", weights_only=False)["model"]
+    return load_checkpoint(run / "checkpoints" / "model_final.pth")["model"]
 
 
 def max_diff(a: dict, b: dict) -> float:

@@ -171,6 +171,8 @@ def test_lgsd_trains_on_mixed_batches_resumes_identically_and_evaluates_the_stud
     monkeypatch.setattr(Trainer, "run_step", crash_at_3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         cli.main(["--trainer_mode", "train_attmpt", "--output_dir", str(resumed), *common])
+    log = (resumed / "log.txt").read_text()  # a bug (not bad input) keeps its traceback, in log.txt too
+    assert "Traceback (most recent call last)" in log and "RuntimeError: simulated crash" in log
     monkeypatch.setattr(Trainer, "run_step", real_step)
     assert cli.main(["--trainer_mode", "train_resume", "--output_dir", str(resumed), *common]) == 0
     a = load_checkpoint(ref / "checkpoints" / "model_final.pth")
