@@ -167,6 +167,11 @@ def _gilbert3d(width: int, height: int, depth: int, major: str) -> tuple[Vec3, .
     out: list[Vec3] = []
     if min(width, height, depth) <= 0:
         return ()
+    sizes = {"x": width, "y": height, "z": depth}
+    if sizes[major] == 1:  # a flat box (a forced major axis of length 1): the 2D curve over the other two sides
+        u, v = (a for a in "xyz" if a != major)
+        cells = _gilbert2d(sizes[u], sizes[v], "x" if sizes[u] >= sizes[v] else "y")
+        return tuple((c.get("x", 0), c.get("y", 0), c.get("z", 0)) for c in ({u: i, v: j} for i, j in cells))
     x, y, z = (width, 0, 0), (0, height, 0), (0, 0, depth)
     if major == "x":
         _walk3d(out, (0, 0, 0), x, y, z)

@@ -15,6 +15,7 @@ Measured facts pinned below:
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -179,3 +180,13 @@ def test_cache_is_safe_against_mutation():
     coords = gilbert2d(5, 3)
     coords.clear()
     assert len(gilbert2d(5, 3)) == 15
+
+
+@pytest.mark.parametrize("shape, axis", [((3, 4, 1), -1), ((1, 4, 3), -3), ((4, 1, 3), -2), ((1, 1, 3), -3),
+                                         ((5, 1), -1), ((1, 5), -2)])
+def test_a_major_axis_of_length_one_gives_the_curve_of_the_other_sides(shape, axis):
+    order = curve_order(shape, major_axis=axis)  # (3, 4, 1) with x major once recursed without end
+    assert sorted(order.tolist()) == list(range(math.prod(shape)))
+    flat = tuple(s for i, s in enumerate(shape) if i != axis % len(shape))
+    if len(flat) == 2:  # a flat 3D box walks exactly like its 2D grid (unit steps included)
+        assert torch.equal(order, curve_order(flat))
