@@ -56,11 +56,18 @@ class HilbertSelectiveScan(nn.Module):
         self.out_norm = nn.LayerNorm(d_inner)
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
 
+    def visit_order(self, t: int, q: int) -> torch.Tensor:
+        """Flat indices of the (T, Q) grid in visit order. The query axis is always the curve's major axis, as in
+        the original (``gilbert2d_widthBigger(n_q, T)``): by default the longer side would be, which turned the
+        curve when a clip has more frames than queries (11-frame evaluation clips against 7-frame training clips
+        with 10 queries)."""
+        return curve_order((t, q), self.scan_order, major_axis=-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, q, _ = x.shape
         xs, z = self.in_proj(x).chunk(2, dim=-1)  # (B, T, Q, d_inner) each
         xs = F.silu(self.conv(xs.permute(0, 3, 1, 2).contiguous()))  # (B, d_inner, T, Q)
-        perm = curve_order((t, q), self.scan_order).to(x.device)
+        perm = self.visit_order(t, q).to(x.device)
         seq = xs.flatten(2)[..., perm]  # (B, d_inner, L) in curve order
         seqs = torch.stack([seq, seq.flip(-1)], 1) if self.k == 2 else seq[:, None]  # (B, K, d_inner, L)
         length = seq.shape[-1]

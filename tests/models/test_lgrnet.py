@@ -108,6 +108,20 @@ def test_scan_block_follows_its_curve_order():
     assert d2.min() > 0  # forward + backward scan: every cell sees the change
 
 
+def test_scan_orientation_stays_query_major_when_the_clip_outgrows_the_queries():
+    """As the original (n_q always the curve's major axis): 7-frame training and 11-frame evaluation clips with 10
+    queries are walked alike (the default major axis, the longer side, would turn the curve at T > n_q)."""
+    block = HilbertSelectiveScan(16, d_inner=8, d_state=4, dt_rank=2)
+    q = 10
+    for t in (3, 7, 10, 11, 16):
+        order = block.visit_order(t, q)
+        assert sorted(order.tolist()) == list(range(t * q))
+        first, last = divmod(order[0].item(), q), divmod(order[-1].item(), q)
+        assert first == (0, 0) and last == (0, q - 1), t  # an x (query) major curve ends at the far query
+    assert torch.equal(block.visit_order(7, q), curve_order((7, q), "hilbert"))  # training clips: unchanged
+    assert not torch.equal(block.visit_order(11, q), curve_order((11, q), "hilbert"))
+
+
 def test_encoder_xavier_init_keeps_the_scan_initialisation():
     """The original code's global xavier init overwrote A_log, dt bias and the projections (REFERENCE.md 3.8.4)."""
     torch.manual_seed(0)
