@@ -21,8 +21,8 @@ from omegaconf import OmegaConf
 from core import comm
 from core.checkpoint import (CheckpointError, check_model_matches, get_rng_state, remove_stale_temp_files,
                              set_rng_state)
-from core.errors import ConfigError, TrainingError
 from core.config import config_to_container
+from core.errors import ConfigError, TrainingError
 from core.events import JSONWriter, TensorboardWriter, WandbWriter
 from core.registry import MODELS, build
 from data_schedule.build import build_train_loader
@@ -49,7 +49,7 @@ class Trainer:
         self.max_iter, self.accum = int(tc.max_iter), int(tc.grad_accum)
         if self.max_iter <= 0 or self.accum <= 0:
             raise ConfigError(f"train.max_iter and train.grad_accum must be positive, got {self.max_iter}, "
-                             f"{self.accum}")
+                              f"{self.accum}")
         self.device = default_device()
         torch.manual_seed(tc.seed + comm.get_rank())  # seeded per rank
         self.model = build_model(cfg, self.device)
@@ -119,7 +119,7 @@ class Trainer:
         saved_world = ckpt.get("sampler", {}).get("world_size", comm.get_world_size())
         if saved_world != comm.get_world_size():
             raise CheckpointError(f"Checkpoint {path} was written by {saved_world} processes; resuming with "
-                             f"{comm.get_world_size()} would change the data order")
+                                  f"{comm.get_world_size()} would change the data order")
         self.rng_state = ckpt["rng"]
         self.skipped_steps = int(ckpt.get("skipped_steps", 0))
         self.amp_skipped_steps = int(ckpt.get("amp_skipped_steps", 0))
@@ -194,12 +194,12 @@ class Trainer:
         if not ul or not float(ul.get("ratio", 0)):
             if needs:
                 raise ConfigError(f"model {self.cfg.model.name!r} trains on unlabelled clips: set data.unlabeled "
-                                 f"(names, mapper, ratio > 0), e.g. as in configs/cardiac/lgrnet_tiny_lgsd.py")
+                                  f"(names, mapper, ratio > 0), e.g. as in configs/cardiac/lgrnet_tiny_lgsd.py")
             return None
         total = round(float(ul.ratio) * int(self.cfg.train.batch_size))
         if total < 1:
             raise ConfigError(f"data.unlabeled.ratio={ul.ratio} × train.batch_size={self.cfg.train.batch_size} "
-                             f"rounds to 0 unlabelled clips per step; use a larger ratio")
+                              f"rounds to 0 unlabelled clips per step; use a larger ratio")
         per_rank = total // comm.get_world_size()
         loader = build_train_loader(list(ul.names), ul.mapper, total, int(self.cfg.data.num_workers),
                                     int(self.cfg.train.seed) + 1, start=self.start_iter * self.accum * per_rank,
@@ -292,11 +292,11 @@ class Trainer:
         where = f"Non-finite loss at iteration {self.iter + 1}: {terms}"
         if policy.policy != "skip":
             raise TrainingError(f"{where}; last good checkpoint left in {self.ckpt_dir} "
-                                     f"(train.nonfinite.policy=skip drops such steps instead)")
+                                f"(train.nonfinite.policy=skip drops such steps instead)")
         self.skipped_steps += 1
         if self.skipped_steps > policy.max_skips:
             raise TrainingError(f"{where}; {self.skipped_steps} steps skipped, more than "
-                                     f"train.nonfinite.max_skips={policy.max_skips}")
+                                f"train.nonfinite.max_skips={policy.max_skips}")
         logger.warning(f"{where}; step skipped ({self.skipped_steps} so far)")
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()

@@ -38,7 +38,7 @@ class LGSDViewMapper:
                  num_classes: int | None = None):  # num_classes: given to every mapper, unused (no labels)
         if num_global < 1 or num_local < 0 or clip_len < 1:
             raise ConfigError(f"LGSDViewMapper: need num_global >= 1, num_local >= 0, clip_len >= 1, got "
-                             f"{num_global}, {num_local}, {clip_len}")
+                              f"{num_global}, {num_local}, {clip_len}")
         if local_span > global_span:
             raise ConfigError(f"LGSDViewMapper: local_span {local_span} must not exceed global_span {global_span}")
         self.clip_len, self.num_global, self.num_local = clip_len, num_global, num_local

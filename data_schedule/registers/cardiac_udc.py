@@ -69,7 +69,7 @@ def dataset_root(prefix: str) -> Path:
     root = Path(base) / "cardiacUDC_dataset"
     if not root.is_dir():
         raise DataError(f"CardiacUDC folder not found: {root} (DATASET_PATH={base}); expected "
-                                f"{root}/Site_G_100/..., or use the embedded echo_synth_* datasets")
+                        f"{root}/Site_G_100/..., or use the embedded echo_synth_* datasets")
     return root
 
 

@@ -34,7 +34,7 @@ class UNetBaseline(nn.Module):
             raise ConfigError(f"model.norm must be 'batch' or 'group', got {norm!r}")
         if len(decoder_channels) != encoder_depth:
             raise ConfigError(f"model.decoder_channels needs one entry per encoder stage ({encoder_depth}), got "
-                             f"{list(decoder_channels)}")
+                              f"{list(decoder_channels)}")
         self.num_classes = num_classes
         self.net = smp.Unet(encoder_name=encoder, encoder_depth=encoder_depth, encoder_weights=None,
                             decoder_channels=list(decoder_channels), classes=num_classes + 1)
