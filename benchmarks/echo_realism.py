@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+"""How close is EchoSynth to a real echo? Grey histogram, speckle size and temporal coherence inside the fan.
+
+    python benchmarks/echo_realism.py [--root DIR] [--videos_per_site 3] [--json OUT]
+
+Measures (``data_schedule/synthetic/realism.py``) the real apical four-chamber clip shipped in the pydicom wheel
+and every video of an EchoSynth dataset (``--root``, holding ``cardiacUDC_dataset/``; default: a small one
+generated with the default generator settings and ``--videos_per_site`` videos per site in a temporary folder),
+and prints a Markdown table (the real clip as measured and as published, then one row per site: the mean over
+that site's videos), then for every site and target of ``realism.TARGETS`` whether the site mean meets it, and
+a summary line. Exit code 0 whatever the result: it is a benchmark, not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_schedule.synthetic import realism  # noqa: E402
+from data_schedule.synthetic.echo_synth import DATASET_DIRNAME, GENERATOR_VERSION, generate_echo_synth  # noqa: E402
+
+KEYS = ("fan_fraction", "p10", "p50", "p90", "p99", "dark_fraction", "corr_x", "corr_y", "frame_to_frame")
+HEADER = ("video", "fan %", "p10", "p50", "p90", "p99", "dark fraction", "corr x (px)", "corr y (px)",
+          "frame-to-frame")
+
+
+def _load_thw(path: Path) -> np.ndarray:
+    """A CardiacUDC-layout image file, ``(W, H, T)`` on disk, as ``T×H×W`` (as the register reads it)."""
+    return np.asarray(nib.load(str(path)).dataobj).transpose(2, 1, 0)
+
+
+def _fmt(key: str, v: float | None) -> str:
+    if v is None or not np.isfinite(v):
+        return "-"
+    if key == "fan_fraction":
+        return f"{100 * v:.1f}"
+    if key in ("dark_fraction", "frame_to_frame"):
+        return f"{v:.3f}"
+    return f"{v:.1f}" if key.startswith("p") else f"{v:.2f}"
+
+
+def _row(name: str, m: dict[str, float] | None) -> str:
+    return "| " + " | ".join([name] + [_fmt(k, None if m is None else m.get(k)) for k in KEYS]) + " |"
+
+
+def measure_reference() -> tuple[dict[str, float] | None, str]:
+    """Measures of the real clip, or ``(None, why)`` if pydicom cannot decode it."""
+    try:
+        clip = realism.load_reference_clip()
+    except Exception as e:  # pydicom missing, or no JPEG decoder (Pillow)
+        return None, f"{type(e).__name__}: {e}"
+    return realism.measure(realism.grey_video(clip)), ""
+
+
+def measure_sites(data: Path) -> dict[str, list[dict]]:
+    """``{site: [{"video": file name, **measures}, ...]}`` for every ``Site_*/*_image.nii.gz`` under ``data``."""
+    sites: dict[str, list[dict]] = {}
+    for site_dir in sorted(p for p in data.glob("Site_*") if p.is_dir()):
+        for f in sorted(site_dir.glob("*_image.nii.gz")):
+            m = realism.measure(_load_thw(f))
+            sites.setdefault(site_dir.name, []).append({"video": f.name, **m})
+    if not sites:
+        raise SystemExit(f"no Site_*/*_image.nii.gz under {data}")
+    return sites
+
+
+def site_means(videos: list[dict]) -> dict[str, float]:
+    return {k: float(np.nanmean([v[k] for v in videos])) for k in KEYS}
+
+
+def report(ref: dict[str, float] | None, why: str, sites: dict[str, list[dict]]) -> dict:
+    """Print the table, the per-target lines and the summary; return everything as a JSON-able dict."""
+    print("| " + " | ".join(HEADER) + " |")
+    print("|" + "---|" * len(HEADER))
+    print(_row("real A4C (pydicom ybr_color), measured" if ref else f"real A4C: unavailable ({why})", ref))
+    print(_row("real A4C, published reference", realism.REFERENCE))
+    means = {s: site_means(v) for s, v in sites.items()}
+    for s, m in means.items():
+        print(_row(f"{s} (mean of {len(sites[s])})", m))
+    print()
+    checks = {s: realism.check_targets(m) for s, m in means.items()}
+    for s, c in checks.items():
+        for name, (v, lo, hi, ok) in c.items():
+            print(f"- {s} {name}: {'met' if ok else 'missed'} ({_fmt(name, v)}, target {lo:g}-{hi:g})")
+    print()
+    n = len(realism.TARGETS)
+    summary = [f"{s} {sum(ok for *_, ok in c.values())}/{n}" for s, c in checks.items()]
+    ref_checks = realism.check_targets(ref) if ref else None
+    ref_txt = f"real clip {sum(ok for *_, ok in ref_checks.values())}/{n}; " if ref_checks else ""
+    print(f"Targets met: {ref_txt}" + ", ".join(summary))
+    return dict(reference=ref, reference_unavailable=why or None, published=realism.REFERENCE,
+                reference_targets=ref_checks, targets={k: list(v) for k, v in realism.TARGETS.items()},
+                sites={s: dict(videos=sites[s], mean=means[s], targets=checks[s]) for s in sites})
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", help="folder holding cardiacUDC_dataset/ (default: generate a small EchoSynth)")
+    ap.add_argument("--videos_per_site", type=int, default=3, help="videos per site when generating")
+    ap.add_argument("--seed", type=int, default=0, help="generator seed when generating")
+    ap.add_argument("--json", help="also write all measures (per video, per site, targets) to this file")
+    args = ap.parse_args(argv)
+
+    t0 = time.perf_counter()
+    ref, why = measure_reference()
+    with tempfile.TemporaryDirectory(prefix="echo_realism_") as tmp:
+        if args.root:
+            data = Path(args.root) / DATASET_DIRNAME
+            source = str(data)
+        else:
+            data = generate_echo_synth(tmp, seed=args.seed, videos_per_site=args.videos_per_site)
+            source = (f"EchoSynth {GENERATOR_VERSION}, default settings, seed {args.seed}, "
+                      f"{args.videos_per_site} videos per site (generated)")
+        if not data.is_dir():
+            raise SystemExit(f"{data} does not exist")
+        sites = measure_sites(data)
+    print(f"Realism measures inside the fan: {source}\n")
+    out = report(ref, why, sites)
+    print(f"\n({time.perf_counter() - t0:.1f} s)")
+    if args.json:
+        out["source"] = source
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
