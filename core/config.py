@@ -27,7 +27,7 @@ import tempfile
 import traceback
 import types
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
@@ -37,7 +37,7 @@ from core.errors import ConfigError
 from core.registry import closest
 
 __all__ = ["ConfigError", "load_config", "dump_config", "apply_overrides", "config_diff", "config_from_container",
-           "config_to_container", "origin"]
+           "config_to_container", "origin", "set_in"]
 
 _SCALARS = (str, int, float, bool, type(None))
 # Top-level names of these kinds are helpers of the config file (imports, functions), not config values.
@@ -84,6 +84,12 @@ def _finish(tree: dict, meta: dict, overrides: Sequence[str]) -> DictConfig:
     object.__setattr__(cfg, _META, meta)
     apply_overrides(cfg, overrides)
     return cfg
+
+
+def set_in(cfg: DictConfig | None, key: str) -> str:
+    """``" (set in <origin>)"`` for messages about the dotted ``key`` of a loaded config, or ``""``."""
+    found = origin(cfg, key)
+    return f" (set in {found})" if found else ""
 
 
 def origin(cfg: DictConfig | None, key: str) -> str | None:
@@ -139,17 +145,24 @@ def _check_keys(new: Mapping, base: Mapping | None, where: str, source: Any, met
             meta["added"].add(dotted)
             continue
         if name not in base and not (not where and name in _UNCHECKED):
-            prefix = f"{where}." if where else ""
-            hits = closest(name, [str(k) for k in base])
-            hint = (f"did you mean {', '.join(repr(prefix + h) for h in hits)}?" if hits
-                    else f"valid keys here: {', '.join(prefix + str(k) for k in base)}")
-            raise ConfigError(f"Unknown config key {dotted!r} in config file {source}; {hint} (a new key on "
-                              f"purpose is written '+{name}')")
+            raise ConfigError(f"Unknown config key {dotted!r} in config file {source}; "
+                              f"{_key_hint(name, base, where)} (a new key on purpose is written '+{name}')")
         sub = base.get(name)
         if (isinstance(value, Mapping) and isinstance(sub, Mapping) and dotted not in FREE_FORM
                 and dotted.split(".")[0] not in _UNCHECKED and not value.get("_delete_")
                 and value.get("name", sub.get("name")) == sub.get("name")):  # a renamed component: its own keys
             _check_keys(value, sub, dotted, source, meta)
+
+
+def _key_hint(name: str, keys: Iterable, where: str) -> str:
+    """'did you mean ...?' for an unknown key ``name`` among ``keys`` at dotted ``where``. Matched on the last
+    part only (a shared ``train.`` prefix would make every sibling look close), shown as full dotted keys so the
+    suggestion can be pasted back."""
+    prefix = f"{where}." if where else ""
+    keys = [str(k) for k in keys]
+    hits = closest(name, keys)
+    return (f"did you mean {', '.join(repr(prefix + h) for h in hits)}?" if hits
+            else f"valid keys here: {', '.join(prefix + k for k in keys)}")
 
 
 def _record(data: Mapping, where: str, source: str, meta: dict) -> None:
@@ -275,14 +288,8 @@ def _set(cfg: DictConfig, key: str, value: Any, text: str, override: str, add: b
         here = ".".join(parts[: i + 1])
         if part not in node.keys():
             if not add:
-                # Match on the last part only (a shared `train.` prefix would make every sibling look close),
-                # but show full dotted keys so the suggestion can be pasted back.
-                prefix = ".".join(parts[:i] + [""])
-                keys = [str(k) for k in node.keys()]
-                hits = closest(part, keys)
-                hint = (f"did you mean {', '.join(repr(prefix + h) for h in hits)}?" if hits
-                        else f"valid keys here: {', '.join(prefix + k for k in keys)}")
-                raise ConfigError(f"Unknown config key {here!r} in override {override!r}; {hint}")
+                raise ConfigError(f"Unknown config key {here!r} in override {override!r}; "
+                                  f"{_key_hint(part, node.keys(), '.'.join(parts[:i]))}")
             for missing in reversed(parts[i + 1 :]):
                 value = {missing: value}
             with open_dict(node):

@@ -192,9 +192,6 @@ def _nested_paths(data: Mapping, key: str, prefix: str = "") -> list[str]:
 
 
 def _origin(root: Any, dotted: str) -> str:
-    if root is None:
-        return ""
-    from core.config import origin
+    from core.config import set_in  # core.config imports this module
 
-    found = origin(root, dotted)
-    return f" (set in {found})" if found else ""
+    return set_in(root, dotted)

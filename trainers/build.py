@@ -8,7 +8,7 @@ from fvcore.common.param_scheduler import (CompositeParamScheduler, ConstantPara
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from core.config import origin
+from core.config import set_in
 from core.errors import ConfigError
 from core.registry import OPTIMIZERS, SCHEDULERS, accepted_arguments, build, did_you_mean
 
@@ -72,8 +72,7 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
 
 
 def _set_in(cfg, key: str) -> str:
-    found = origin(cfg._get_root(), f"optim.{key}") if isinstance(cfg, DictConfig) else None
-    return f" (set in {found})" if found else ""
+    return set_in(cfg._get_root(), f"optim.{key}") if isinstance(cfg, DictConfig) else ""
 
 
 @SCHEDULERS.register()
