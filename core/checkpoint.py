@@ -81,7 +81,9 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
 # Exactly what rebuilds the numpy RNG state of checkpoints written before RNG states became tensors: a uint32
 # ndarray. An object array would also need numpy.dtypes.ObjectDType, which stays refused.
 _LEGACY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
-_SAFE_MODULES = ("torch", "collections", "numpy")  # what the weights-only unpickler (plus the list above) takes
+# What the weights-only unpickler takes besides the list above (torch types, OrderedDict), for naming the rest.
+_SAFE_MODULES = ("torch", "collections")
+_SAFE_NAMES = {f"{g.__module__}.{g.__qualname__}" for g in _LEGACY_GLOBALS} | {"_codecs.encode"}  # bytes, protocol 2
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -116,29 +118,39 @@ def _unsafe_globals(path: Path) -> list[str]:
             names = _pickle_globals(path)
     except Exception:  # an unreadable file: reported as corrupt by the caller
         return []
-    return [n for n in names if n.split(".")[0] not in _SAFE_MODULES]
+    return [n for n in names if n.split(".")[0] not in _SAFE_MODULES and n not in _SAFE_NAMES]
 
 
 def _pickle_globals(path: Path) -> list[str]:
-    """``module.name`` of every GLOBAL / STACK_GLOBAL opcode in the pickles of a file, in order."""
+    """``module.name`` of every GLOBAL / STACK_GLOBAL opcode in the pickles of a file, in order. STACK_GLOBAL
+    takes its two strings from the stack: they are the operands of the two ops before it, pushed directly or
+    fetched from the memo (which MEMOIZE / PUT fill with the object just pushed)."""
     names: list[str] = []
     with open(path, "rb") as f:
         while f.peek(1)[:1]:
-            strings: list = []  # recent string operands (STACK_GLOBAL takes the last two)
+            pushed: list = []  # per op, the string it pushed (None: anything else)
             memo: dict = {}
-            for op, arg, _ in pickletools.genops(f):
-                if op.name == "GLOBAL":
+            try:
+                ops = list(pickletools.genops(f))
+            except ValueError:  # not a pickle: torch's pre-1.6 format stores raw tensor bytes after its pickles
+                break
+            for op, arg, _ in ops:
+                top = pushed[-1] if pushed else None
+                if op.name == "MEMOIZE":
+                    memo[len(memo)] = top
+                elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                    memo[arg] = top
+                elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+                    pushed.append(memo.get(arg))
+                elif op.name == "GLOBAL":
                     names.append(arg.replace(" ", "."))
-                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    names.append(f"{strings[-2]}.{strings[-1]}")
-                elif isinstance(arg, str) and "UNICODE" in op.name:
-                    strings.append(arg)
-                elif op.name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
-                    memo[arg] = strings[-1]
-                elif op.name == "MEMOIZE" and strings:
-                    memo[len(memo)] = strings[-1]
-                elif op.name in ("BINGET", "LONG_BINGET", "GET") and arg in memo:
-                    strings.append(memo[arg])
+                    pushed.append(None)
+                elif op.name == "STACK_GLOBAL":
+                    if len(pushed) >= 2 and all(isinstance(v, str) for v in pushed[-2:]):
+                        names.append(f"{pushed[-2]}.{pushed[-1]}")
+                    pushed.append(None)
+                else:
+                    pushed.append(arg if isinstance(arg, str) and "UNICODE" in op.name else None)
     return names
 
 

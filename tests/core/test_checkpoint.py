@@ -30,11 +30,14 @@ class _Payload:
 
 def _evil_files(tmp_path) -> list:
     marker = tmp_path / "pwned"
-    zipped, bare = tmp_path / "evil.pth", tmp_path / "evil_pickle.pth"
+    zipped, bare, old = tmp_path / "evil.pth", tmp_path / "evil_pickle.pth", tmp_path / "evil_old.pth"
     torch.save({"model": {}, "config": {}, "x": _Payload(marker)}, zipped)  # torch's zip format
-    with open(bare, "wb") as f:
-        pickle.dump({"model": {}, "x": _Payload(marker)}, f)  # a bare pickle renamed .pth
-    return [zipped, bare]
+    with open(bare, "wb") as f:  # a bare pickle renamed .pth; allowed globals (numpy's state) come first
+        pickle.dump({"model": {}, "rng": np.random.get_state(), "x": _Payload(marker)}, f)
+    # torch's pre-1.6 format: pickles followed by raw tensor bytes
+    torch.save({"model": {"w": torch.zeros(2)}, "rng": np.random.get_state(), "x": _Payload(marker)}, old,
+               _use_new_zipfile_serialization=False)
+    return [zipped, bare, old]
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
