@@ -137,7 +137,7 @@ def _check_keys(new: Mapping, base: Mapping | None, where: str, source: Any, met
     for key, value in new.items():
         if key == "_delete_":
             continue
-        name = key[1:] if key.startswith("+") else key
+        name = _bare(key)
         dotted = f"{where}.{name}" if where else name
         if key.startswith("+"):
             if name in base:
@@ -154,6 +154,11 @@ def _check_keys(new: Mapping, base: Mapping | None, where: str, source: Any, met
             _check_keys(value, sub, dotted, source, meta)
 
 
+def _bare(key: str) -> str:
+    """A file's key without its ``+`` (added-on-purpose) mark."""
+    return key[1:] if key.startswith("+") else key
+
+
 def _key_hint(name: str, keys: Iterable, where: str) -> str:
     """'did you mean ...?' for an unknown key ``name`` among ``keys`` at dotted ``where``. Matched on the last
     part only (a shared ``train.`` prefix would make every sibling look close), shown as full dotted keys so the
@@ -168,7 +173,7 @@ def _key_hint(name: str, keys: Iterable, where: str) -> str:
 def _record(data: Mapping, where: str, source: str, meta: dict) -> None:
     """Note ``source`` as the origin of every dotted key (dicts and leaves) that ``data`` sets."""
     for key, value in data.items():
-        name = key[1:] if key.startswith("+") else key
+        name = _bare(key)
         if name == "_delete_":
             continue
         dotted = f"{where}.{name}" if where else name
@@ -236,7 +241,7 @@ def _merge(base: dict, new: dict, final: bool = True) -> dict:
     """
     out = dict(base)
     for key, value in new.items():
-        key = key[1:] if key.startswith("+") else key
+        key = _bare(key)
         if isinstance(value, dict):
             replace = value.get("_delete_", False)
             value = {k: v for k, v in value.items() if k != "_delete_"}

@@ -166,18 +166,18 @@ def check_arguments(fn: Callable, name: str, data: Mapping, args: tuple, extra: 
     names, open_ended = accepted_arguments(fn)
     supplied = set(names[:len(args)]) | set(extra)
     valid = [n for n in names if n not in supplied]
+    def path(key: str) -> str:
+        return f"{where}.{key}" if where else key
+
     for key in data:
-        dotted = f"{where}.{key}" if where else key
-        set_in = _origin(root, dotted)
         if key in supplied:
-            raise ConfigError(f"Config key {dotted!r}{set_in} cannot be set: the code that builds {name} passes "
-                              f"{key!r} itself; remove it from the config")
+            raise ConfigError(f"Config key {path(key)!r}{_origin(root, path(key))} cannot be set: the code that "
+                              f"builds {name} passes {key!r} itself; remove it from the config")
         if key not in names and not open_ended:
-            nested = [f"{where}.{p}" if where else p for p in _nested_paths(data, key)]
-            hits = [repr(n) for n in nested] or [repr(f"{where}.{h}" if where else h) for h in closest(key, valid)]
+            hits = [repr(path(p)) for p in _nested_paths(data, key) or closest(key, valid)]
             hint = f"did you mean {', '.join(hits)}? " if hits else ""
-            raise ConfigError(f"Unknown config key {dotted!r}{set_in}: {name} takes no argument {key!r}; {hint}"
-                              f"valid keys of {where or name}: {', '.join(valid)}")
+            raise ConfigError(f"Unknown config key {path(key)!r}{_origin(root, path(key))}: {name} takes no "
+                              f"argument {key!r}; {hint}valid keys of {where or name}: {', '.join(valid)}")
 
 
 def _nested_paths(data: Mapping, key: str, prefix: str = "") -> list[str]:
