@@ -19,22 +19,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from data_schedule.sources.nifti import _load_volume  # noqa: E402
 from data_schedule.synthetic import realism  # noqa: E402
 from data_schedule.synthetic.echo_synth import DATASET_DIRNAME, GENERATOR_VERSION, generate_echo_synth  # noqa: E402
 
 KEYS = ("fan_fraction", "p10", "p50", "p90", "p99", "dark_fraction", "corr_x", "corr_y", "frame_to_frame")
 HEADER = ("video", "fan %", "p10", "p50", "p90", "p99", "dark fraction", "corr x (px)", "corr y (px)",
           "frame-to-frame")
-
-
-def _load_thw(path: Path) -> np.ndarray:
-    """A CardiacUDC-layout image file, ``(W, H, T)`` on disk, as ``T×H×W`` (as the register reads it)."""
-    return np.asarray(nib.load(str(path)).dataobj).transpose(2, 1, 0)
 
 
 def _fmt(key: str, v: float | None) -> str:
@@ -65,7 +60,7 @@ def measure_sites(data: Path) -> dict[str, list[dict]]:
     sites: dict[str, list[dict]] = {}
     for site_dir in sorted(p for p in data.glob("Site_*") if p.is_dir()):
         for f in sorted(site_dir.glob("*_image.nii.gz")):
-            m = realism.measure(_load_thw(f))
+            m = realism.measure(_load_volume(f, "image"))  # T×H×W, as the register reads it
             sites.setdefault(site_dir.name, []).append({"video": f.name, **m})
     if not sites:
         raise SystemExit(f"no Site_*/*_image.nii.gz under {data}")

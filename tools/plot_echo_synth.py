@@ -21,19 +21,16 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from data_schedule.curation.fan_crop import fan_bbox  # noqa: E402
+from data_schedule.sources.nifti import _load_volume  # noqa: E402
 from data_schedule.synthetic.echo_synth import CLASS_NAMES, DATASET_DIRNAME, ensure_echo_synth  # noqa: E402
+from data_schedule.synthetic.realism import load_reference_clip  # noqa: E402
 
 COLOURS = {1: (0.95, 0.25, 0.25), 2: (0.25, 0.85, 0.35), 3: (0.3, 0.55, 1.0), 4: (1.0, 0.85, 0.2)}  # LV LA RA RV
 DEFAULT_SITES = ("Site_G_100", "Site_G_29", "Site_R_126", "Site_R_52")
-
-
-def _load_thw(path: Path) -> np.ndarray:
-    return np.asarray(nib.load(str(path)).dataobj).transpose(2, 1, 0)
 
 
 def _overlay(grey: np.ndarray, label: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -46,9 +43,7 @@ def _overlay(grey: np.ndarray, label: np.ndarray, alpha: float = 0.45) -> np.nda
 
 def _real_frame() -> tuple[np.ndarray | None, str]:
     try:
-        from pydicom import examples
-
-        return examples.ybr_color.pixel_array[0], "real A4C (pydicom ybr_color), no labels"
+        return load_reference_clip()[0], "real A4C (pydicom ybr_color), no labels"
     except Exception as e:  # pydicom missing, or no JPEG decoder (Pillow)
         return None, f"real clip unavailable:\n{type(e).__name__}"
 
@@ -78,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     ncol = len(picks) + 1
     fig, axes = plt.subplots(2, ncol, figsize=(3.1 * ncol, 6.6), layout="constrained")
     for j, (v, t) in enumerate(picks):
-        img = _load_thw(data / v["image"])
-        lab = _load_thw(data / v["label"])
+        img = _load_volume(data / v["image"], "image")
+        lab = _load_volume(data / v["label"], "label")
         y0, y1, x0, x1 = fan_bbox(img[0])
         axes[0, j].imshow(img[t], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         axes[0, j].set_title(f"{v['site']}  {Path(v['image']).name.replace('_image.nii.gz', '')}\n"
