@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from core.config import set_in
+from core.defaults import OPTIM
 from core.errors import ConfigError
 from core.registry import OPTIMIZERS, SCHEDULERS, accepted_arguments, build, did_you_mean
 
@@ -45,27 +46,26 @@ def param_groups(model: nn.Module, base_lr: float, weight_decay: float, lr_multi
 _OPTIM_KEYS = ("name", "base_lr", "weight_decay", "lr_multipliers", "no_decay_norm_bias", "scheduler")
 # Family options of core/defaults.py: passed to the optimizers that take them; a non-default value for one that
 # does not take it is refused (it would have no effect).
-_FAMILY_DEFAULTS = {"betas": [0.9, 0.999], "momentum": 0.9}
+_FAMILY_DEFAULTS = {k: OPTIM[k] for k in ("betas", "momentum")}
 
 
 def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     """``cfg`` = the ``optim`` config node: name, base_lr, weight_decay, lr_multipliers, no_decay_norm_bias,
     betas (Adam*), momentum (SGD); see core/defaults.py."""
     cls = OPTIMIZERS.get(cfg.name, "optim")
-    names, _ = accepted_arguments(cls)
+    names = [n for n in accepted_arguments(cls)[0] if n not in ("params", "lr", "weight_decay")]  # ours to set
     settings = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in _OPTIM_KEYS}
     kwargs = {}
     for key, value in settings.items():
-        if key in names and key not in ("params", "lr", "weight_decay"):
+        if key in names:
             kwargs[key] = tuple(value) if isinstance(value, list) else value
         elif key in _FAMILY_DEFAULTS:
             if value != _FAMILY_DEFAULTS[key]:
                 raise ConfigError(f"optim.{key}={value}{_set_in(cfg, key)} has no effect on {cfg.name}, which "
                                   f"takes no {key!r}; remove it or pick an optimizer that uses it")
         else:
-            valid = list(_OPTIM_KEYS) + [n for n in names if n not in ("params", "lr", "weight_decay")]
             raise ConfigError(f"Unknown config key 'optim.{key}'{_set_in(cfg, key)}: neither a setting of the "
-                              f"framework nor an argument of {cfg.name}; {did_you_mean(key, valid)}")
+                              f"framework nor an argument of {cfg.name}; {did_you_mean(key, [*_OPTIM_KEYS, *names])}")
     groups = param_groups(model, cfg.base_lr, cfg.weight_decay, dict(cfg.get("lr_multipliers") or {}),
                           cfg.get("no_decay_norm_bias", True))
     return cls(groups, lr=cfg.base_lr, **kwargs)
