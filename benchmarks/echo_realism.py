@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """How close is EchoSynth to a real echo? Grey histogram, speckle size and temporal coherence inside the fan.
 
-    python benchmarks/echo_realism.py [--root DIR] [--videos_per_site 3] [--json OUT]
+    python benchmarks/echo_realism.py [--root DIR] [--videos_per_site 3] [--preset v2|v1] [--json OUT]
 
 Measures (``data_schedule/synthetic/realism.py``) the real apical four-chamber clip shipped in the pydicom wheel
 and every video of an EchoSynth dataset (``--root``, holding ``cardiacUDC_dataset/``; default: a small one
-generated with the default generator settings and ``--videos_per_site`` videos per site in a temporary folder),
+generated with the default settings of ``--preset`` (v2, the default image model, or v1) and ``--videos_per_site``
+videos per site in a temporary folder),
 and prints a Markdown table (the real clip as measured and as published, then one row per site: the mean over
 that site's videos), then for every site and target of ``realism.TARGETS`` whether the site mean meets it, and
 a summary line. Exit code 0 whatever the result: it is a benchmark, not a test.
@@ -25,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_schedule.sources.nifti import _load_volume  # noqa: E402
 from data_schedule.synthetic import realism  # noqa: E402
-from data_schedule.synthetic.echo_synth import DATASET_DIRNAME, GENERATOR_VERSION, generate_echo_synth  # noqa: E402
+from data_schedule.synthetic.echo_synth import (DATASET_DIRNAME, DEFAULT_PRESET, GENERATOR_VERSIONS, PRESETS,  # noqa: E402
+                                                generate_echo_synth)
 
 KEYS = ("fan_fraction", "p10", "p50", "p90", "p99", "dark_fraction", "corr_x", "corr_y", "frame_to_frame")
 HEADER = ("video", "fan %", "p10", "p50", "p90", "p99", "dark fraction", "corr x (px)", "corr y (px)",
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", help="folder holding cardiacUDC_dataset/ (default: generate a small EchoSynth)")
     ap.add_argument("--videos_per_site", type=int, default=3, help="videos per site when generating")
     ap.add_argument("--seed", type=int, default=0, help="generator seed when generating")
+    ap.add_argument("--preset", default=DEFAULT_PRESET, choices=PRESETS, help="image model when generating")
     ap.add_argument("--json", help="also write all measures (per video, per site, targets) to this file")
     args = ap.parse_args(argv)
 
@@ -111,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             data = Path(args.root) / DATASET_DIRNAME
             source = str(data)
         else:
-            data = generate_echo_synth(tmp, seed=args.seed, videos_per_site=args.videos_per_site)
-            source = (f"EchoSynth {GENERATOR_VERSION}, default settings, seed {args.seed}, "
+            data = generate_echo_synth(tmp, seed=args.seed, videos_per_site=args.videos_per_site, preset=args.preset)
+            source = (f"EchoSynth {GENERATOR_VERSIONS[args.preset]} (preset {args.preset}), default settings, "
+                      f"seed {args.seed}, "
                       f"{args.videos_per_site} videos per site (generated)")
         if not data.is_dir():
             raise SystemExit(f"{data} does not exist")

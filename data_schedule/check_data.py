@@ -319,7 +319,7 @@ def check_config_datasets(cfg) -> tuple[str, int]:
     unchecked: list[str] = []
     for name in dict.fromkeys(names):
         family = getattr(MetadataCatalog.get(name), "family", None)
-        if family in ("cardiac_udc", "echo_synth"):
+        if family in ("cardiac_udc", *reg.SYNTH_FAMILIES):
             families.setdefault(family, []).append(name)
         else:
             unchecked.append(name)

@@ -41,7 +41,12 @@ RANDOM_TRAIN_FRACTION = 0.8
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Dataset roots; set_root() (called by main from cfg.data.roots) or the environment override the defaults.
-_ROOTS: dict[str, str | None] = {"cardiac_udc": None, "echo_synth": None}
+_ROOTS: dict[str, str | None] = {"cardiac_udc": None, "echo_synth": None, "echo_synth_v1": None}
+#: embedded families: (EchoSynth preset, environment variable of the root, default root under the repository)
+SYNTH_FAMILIES: dict[str, tuple[str, str, str]] = {
+    "echo_synth": ("v2", "ECHO_SYNTH_ROOT", "datasets/echo_synth"),
+    "echo_synth_v1": ("v1", "ECHO_SYNTH_V1_ROOT", "datasets/echo_synth_v1"),
+}
 
 
 def set_root(prefix: str, path: str | None) -> None:
@@ -50,17 +55,19 @@ def set_root(prefix: str, path: str | None) -> None:
     if _ROOTS[prefix] != path:
         _ROOTS[prefix] = path
         for name in DatasetCatalog.names():  # roots changed: built lists are stale
-            if name.startswith(prefix):
+            if name.startswith(prefix + "_"):
                 DatasetCatalog._cache.pop(name, None)
 
 
 def dataset_root(prefix: str) -> Path:
-    """The ``cardiacUDC_dataset`` folder of a family; generates the embedded data on first use."""
-    if prefix == "echo_synth":
+    """The ``cardiacUDC_dataset`` folder of a family; generates the embedded data on first use (EchoSynth v2 for
+    ``echo_synth``, the v1 preset for ``echo_synth_v1``)."""
+    if prefix in SYNTH_FAMILIES:
         from data_schedule.synthetic.echo_synth import ensure_echo_synth
 
-        base = _ROOTS["echo_synth"] or os.environ.get("ECHO_SYNTH_ROOT") or REPO_ROOT / "datasets" / "echo_synth"
-        return Path(ensure_echo_synth(base))
+        preset, env, default = SYNTH_FAMILIES[prefix]
+        base = _ROOTS[prefix] or os.environ.get(env) or REPO_ROOT / default
+        return Path(ensure_echo_synth(base, preset=preset))
     base = _ROOTS["cardiac_udc"] or os.environ.get("DATASET_PATH")
     if not base:
         raise DataError(
@@ -177,7 +184,7 @@ def register_all() -> None:
     parts = [("random", "train", "train"), ("random", "test", "evaluate"), ("site", "train", "train"),
              ("site", "val", "evaluate"), ("site", "test", "evaluate"), ("unlabeled", None, "train"),
              ("random_unlabeled", None, "train")]
-    for prefix in ("cardiac_udc", "echo_synth"):
+    for prefix in ("cardiac_udc", *SYNTH_FAMILIES):
         for split, part, mode in parts:
             name = f"{prefix}_{split}_{part}" if part else f"{prefix}_{split}"
             if name in DatasetCatalog:

@@ -21,8 +21,14 @@ spread over the video, avoiding the first and last 5 frames when the video is lo
 frame is exactly zero. Every annotated frame contains all four chambers. Patient numbers are increasing but
 non-contiguous and do not start at 1, like the real data.
 
-Image model (all per video unless said; ``R`` = sector radius in pixels, geometry is in units of ``R``)
---------------------------------------------------------------------------------------------------------
+Presets: ``preset="v2"`` (the default, :mod:`.echo_synth_v2`: calibrated to a real A4C clip, with wall dropout,
+clutter, septal gaps, rib shadows, varied anatomy and annotator jitter; datasets ``echo_synth_*``) and
+``preset="v1"`` (the image model below, unchanged bit for bit since 1.0.0, so tables made on it can be
+regenerated; datasets ``echo_synth_v1_*``, root ``datasets/echo_synth_v1``). ``echo_synth.json`` records the
+preset; :func:`ensure_echo_synth` refuses a folder of the other preset instead of mixing or replacing it.
+
+v1 image model (all per video unless said; ``R`` = sector radius in pixels, geometry is in units of ``R``)
+----------------------------------------------------------------------------------------------------------
 * Sector: a fan with its apex at the top centre (probe), radius ``R``, half-angle ``sector_half_angle_deg``;
   exactly 0 outside the fan. Image rows below the fan hold the ECG strip.
 * Anatomy (apical four-chamber, "heart coordinates" centred on the crux): LV on the image right with its apex
@@ -92,6 +98,10 @@ import numpy as np
 
 __all__ = [
     "GENERATOR_VERSION",
+    "GENERATOR_VERSIONS",
+    "PRESETS",
+    "DEFAULT_PRESET",
+    "preset_of_manifest",
     "DATASET_DIRNAME",
     "SITE_NAMES",
     "UNLABELED_SITES",
@@ -108,7 +118,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.0.0"
+#: image models: "v2" (default, echo_synth_v2.py) and "v1" (this module's render_video_v1, kept so tables made
+#: on it can be regenerated; datasets echo_synth_v1_*)
+PRESETS: tuple[str, ...] = ("v2", "v1")
+DEFAULT_PRESET = "v2"
+GENERATOR_VERSIONS: dict[str, str] = {"v1": "1.0.0", "v2": "2.0.0"}
+GENERATOR_VERSION = GENERATOR_VERSIONS[DEFAULT_PRESET]
 DATASET_DIRNAME = "cardiacUDC_dataset"
 SITE_NAMES: tuple[str, ...] = ("Site_G_100", "Site_G_20", "Site_G_29", "Site_R_126", "Site_R_52", "Site_R_73")
 UNLABELED_SITES: tuple[str, ...] = ("Site_R_73",)
@@ -116,7 +131,8 @@ UNLABELED_SITES: tuple[str, ...] = ("Site_R_73",)
 CLASS_NAMES: dict[int, str] = {1: "LV", 2: "LA", 3: "RA", 4: "RV"}
 _TMP_PREFIX = f".{DATASET_DIRNAME}.tmp-"
 
-#: Global parameters (same for every site). Ranges are (low, high) drawn uniformly per video.
+#: Global parameters of the v1 preset (same for every site). Ranges are (low, high) drawn uniformly per video.
+#: v2's are ``echo_synth_v2.DEFAULT_PARAMS_V2``.
 DEFAULT_PARAMS: dict[str, Any] = {
     "frames": (40, 80),  # frames per video, inclusive range
     "annotated_frames": (5, 7),  # annotated frames per labelled video, inclusive range
@@ -152,7 +168,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "ecg": True,  # ECG strip below the fan
 }
 
-#: Per-site "device" styles. ``height``/``width`` in pixels, angles in degrees.
+#: Per-site "device" styles of v1 (v2: ``echo_synth_v2.SITE_STYLES_V2``). ``height``/``width`` in pixels, angles
+#: in degrees.
 SITE_STYLES: dict[str, dict[str, Any]] = {
     "Site_G_100": dict(height=200, width=244, fps=30.0, sector_half_angle_deg=37.0, gain_db=0.0,
                        dynamic_range_db=42.0, speckle_axial_px=1.3, speckle_lateral_deg=1.3, noise_std=3.0,
@@ -184,15 +201,31 @@ def _unknown_key(key: str, known: Iterable[str]) -> TypeError:
     return TypeError(f"unknown EchoSynth parameter {key!r}{hint}")
 
 
-def resolve_params(**overrides: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Merge overrides into the defaults; returns ``(global_params, {site: style})``.
+def _preset_defaults(preset: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    if preset == "v1":
+        return DEFAULT_PARAMS, SITE_STYLES
+    if preset == "v2":
+        from data_schedule.synthetic import echo_synth_v2  # imports this module: loaded on first use
 
-    A key of :data:`DEFAULT_PARAMS` overrides the global value, a site-style key (e.g. ``height``) is set for
-    every site, ``size_scale`` multiplies every site's height and width, and ``site_styles`` maps a site name to
-    a dict of per-site style overrides. Anything else raises ``TypeError`` naming the closest valid keys.
+        return echo_synth_v2.DEFAULT_PARAMS_V2, echo_synth_v2.SITE_STYLES_V2
+    hits = difflib.get_close_matches(str(preset), PRESETS, n=1, cutoff=0.0)
+    raise ValueError(f"unknown EchoSynth preset {preset!r}; expected one of {list(PRESETS)}"
+                     + (f" (did you mean {hits[0]!r}?)" if hits else ""))
+
+
+def resolve_params(preset: str = DEFAULT_PRESET, **overrides: Any
+                   ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Merge overrides into the defaults of ``preset``; returns ``(global_params, {site: style})``.
+
+    A key of the preset's global parameters (:data:`DEFAULT_PARAMS` for v1, ``DEFAULT_PARAMS_V2`` for v2)
+    overrides the global value, a site-style key (e.g. ``height``) is set for every site, ``size_scale``
+    multiplies every site's height and width, and ``site_styles`` maps a site name to a dict of per-site style
+    overrides. Anything else raises ``TypeError`` naming the closest valid keys. ``params["preset"]`` records
+    the preset, so :func:`render_video` knows which image model to run.
     """
-    params = copy.deepcopy(DEFAULT_PARAMS)
-    styles = copy.deepcopy(SITE_STYLES)
+    defaults, site_styles = _preset_defaults(preset)
+    params = copy.deepcopy(defaults)
+    styles = copy.deepcopy(site_styles)
     style_keys = set(next(iter(SITE_STYLES.values())))
     size_scale = float(overrides.pop("size_scale", 1.0))
     per_site = overrides.pop("site_styles", None) or {}
@@ -222,6 +255,7 @@ def resolve_params(**overrides: Any) -> tuple[dict[str, Any], dict[str, dict[str
     alo, ahi = params["annotated_frames"]
     if not (1 <= alo <= ahi <= lo):
         raise ValueError(f"annotated_frames {(alo, ahi)} must satisfy 1 <= low <= high <= min frames ({lo})")
+    params["preset"] = preset
     return params, styles
 
 
@@ -354,8 +388,9 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], coarse: tupl
 
 
 def _overlay_layer(geo: _Geometry, style: Mapping[str, Any], params: Mapping[str, Any], info: Mapping[str, Any],
-                   rng: np.random.Generator) -> np.ndarray:
-    """Static burned-in overlay of one video (text, depth ticks, orientation marker), uint8 H×W."""
+                   rng: np.random.Generator, depth_cm: int | None = None) -> np.ndarray:
+    """Static burned-in overlay of one video (text, depth ticks, orientation marker), uint8 H×W. The imaging
+    depth shown is ``depth_cm``, or drawn from ``rng`` (14-18 cm) when None (v1)."""
     H, W = geo.H, geo.W
     layer = np.zeros((H, W), np.uint8)
     if not params["overlays"]:
@@ -382,7 +417,7 @@ def _overlay_layer(geo: _Geometry, style: Mapping[str, Any], params: Mapping[str
             f"{int(round(float(style['fps'])))}Hz", "HGen", "P"]
     put_lines(left, 2, left_w - 2, 2 + lw + 4)
     # right margin: depth, MI/TIS, heart rate; depth ticks next to the fan box
-    depth_cm = int(rng.integers(14, 19))
+    depth_cm = int(rng.integers(14, 19)) if depth_cm is None else int(depth_cm)
     right = [f"{depth_cm}cm", "MI", f"{rng.uniform(0.8, 1.4):.1f}", "TIS", f"{rng.uniform(0.3, 1.0):.1f}",
              f"{int(round(info['heart_rate_bpm']))}", "bpm"]
     put_lines(right, x1 + 8, W - x1 - 9, 2)
@@ -419,7 +454,18 @@ def _draw_ecg(strip: np.ndarray, geo: _Geometry, t_now: float, info: Mapping[str
 
 def render_video(site: str, rng: np.random.Generator, params: Mapping[str, Any], style: Mapping[str, Any],
                  labeled: bool = True) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
-    """Render one video with ``rng``. Returns ``(image uint8 (T, H, W), label int8 (T, H, W) or None, info)``.
+    """Render one video with ``rng`` using the image model of ``params["preset"]`` (v1 if absent); see
+    :func:`render_video_v1` for the contract."""
+    if params.get("preset", "v1") == "v2":
+        from data_schedule.synthetic.echo_synth_v2 import render_video_v2
+
+        return render_video_v2(site, rng, params, style, labeled=labeled)
+    return render_video_v1(site, rng, params, style, labeled=labeled)
+
+
+def render_video_v1(site: str, rng: np.random.Generator, params: Mapping[str, Any], style: Mapping[str, Any],
+                    labeled: bool = True) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """Render one v1 video with ``rng``. Returns ``(image uint8 (T, H, W), label int8 (T, H, W) or None, info)``.
 
     ``params``/``style`` are one entry of :func:`resolve_params`. ``info`` holds ``num_frames``, ``fps``,
     ``heart_rate_bpm``, ``phase``, ``period_s``, ``annotated_frames`` and ``fan_box`` (y0, y1, x0, x1) of the
@@ -670,6 +716,16 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+#: per-video draws of v2 written into the manifest (what each video shows: quality, dropout, gap, ...)
+_V2_FACTS = ("quality", "wall_dropout", "transient_dropouts", "ias_gap_mm", "rib_shadow", "clutter_level",
+             "tgc_residual_db", "foreshortened", "lv_area_change", "rv_area_change")
+
+
+def preset_of_manifest(manifest: Mapping[str, Any]) -> str:
+    """The preset an ``echo_synth.json`` was generated with (manifests before v2 have no ``preset``: v1)."""
+    return str(manifest.get("preset") or "v1")
+
+
 def _generate_into(out: Path, seed: int, videos_per_site: int, params: Mapping[str, Any],
                    styles: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Write every site into ``out`` (an empty folder); returns the manifest."""
@@ -693,9 +749,12 @@ def _generate_into(out: Path, seed: int, videos_per_site: int, params: Mapping[s
                                label=f"{site}/{lab_name}" if label is not None else None,
                                num_frames=int(image.shape[0]), height=int(image.shape[1]), width=int(image.shape[2]),
                                annotated_frames=info["annotated_frames"], fps=info["fps"],
-                               heart_rate_bpm=info["heart_rate_bpm"], fan_box=info["fan_box"]))
+                               heart_rate_bpm=info["heart_rate_bpm"], fan_box=info["fan_box"],
+                               **{k: info[k] for k in _V2_FACTS if k in info}))
             del image, label
-    return dict(generator="EchoSynth", version=GENERATOR_VERSION, seed=seed, videos_per_site=videos_per_site,
+    preset = params.get("preset", "v1")
+    return dict(generator="EchoSynth", version=GENERATOR_VERSIONS[preset], preset=preset, seed=seed,
+                videos_per_site=videos_per_site,
                 layout="CardiacUDC (Kaggle release): <site>/patient[-]{N}-4_{image,label}.nii.gz, nibabel (W, H, T), "
                        "image uint8, label int8",
                 classes={str(k): v for k, v in CLASS_NAMES.items()}, params=_jsonable(dict(params)),
@@ -703,17 +762,17 @@ def _generate_into(out: Path, seed: int, videos_per_site: int, params: Mapping[s
 
 
 def generate_echo_synth(root: str | os.PathLike, seed: int = 0, videos_per_site: int = 8, *,
-                        overwrite: bool = False, **style_overrides: Any) -> Path:
+                        overwrite: bool = False, preset: str = DEFAULT_PRESET, **style_overrides: Any) -> Path:
     """Generate EchoSynth into ``<root>/cardiacUDC_dataset`` and return that path.
 
     The dataset is written into a temporary sibling folder and renamed into place at the end, so an
     interrupted generation never leaves a partial dataset. An existing dataset is never overwritten unless
-    ``overwrite=True`` (``FileExistsError`` otherwise). ``style_overrides`` are documented in the module
-    docstring and in :func:`resolve_params`.
+    ``overwrite=True`` (``FileExistsError`` otherwise). ``preset`` picks the image model ("v2", the default, or
+    "v1"); ``style_overrides`` are documented in the module docstrings and in :func:`resolve_params`.
     """
     if int(videos_per_site) < 1:
         raise ValueError(f"videos_per_site must be >= 1, got {videos_per_site}")
-    params, styles = resolve_params(**style_overrides)
+    params, styles = resolve_params(preset, **style_overrides)
     root = Path(root)
     final = root / DATASET_DIRNAME
     if final.exists() and not overwrite:
@@ -750,17 +809,37 @@ def generate_echo_synth(root: str | os.PathLike, seed: int = 0, videos_per_site:
     return final
 
 
-def ensure_echo_synth(root: str | os.PathLike, seed: int = 0, videos_per_site: int = 8,
-                      **style_overrides: Any) -> Path:
-    """Return ``<root>/cardiacUDC_dataset``, generating EchoSynth there first if it is missing.
+def _check_existing(final: Path, preset: str) -> Path:
+    """``final`` if it may serve ``preset``: real data (no manifest) or EchoSynth of that preset."""
+    manifest_file = final / "echo_synth.json"
+    if manifest_file.is_file():
+        try:
+            have = preset_of_manifest(json.loads(manifest_file.read_text()))
+        except (ValueError, AttributeError):
+            return final  # not our manifest: leave the folder to the data checks
+        if have != preset:
+            from data_schedule.sources.nifti import DataError
 
-    An existing folder (real CardiacUDC or an earlier EchoSynth) is used as is. Concurrent callers on one
-    machine (e.g. several DDP ranks) are serialised with a lock file, so the dataset is generated once.
+            raise DataError(
+                f"{manifest_file} says EchoSynth preset {have!r} ({GENERATOR_VERSIONS.get(have, '?')}) but preset "
+                f"{preset!r} was asked for; move that folder away (nothing is deleted or regenerated over it) or "
+                f"point the root elsewhere (data.roots / ECHO_SYNTH_ROOT for v2, ECHO_SYNTH_V1_ROOT for v1)")
+    return final
+
+
+def ensure_echo_synth(root: str | os.PathLike, seed: int = 0, videos_per_site: int = 8, *,
+                      preset: str = DEFAULT_PRESET, **style_overrides: Any) -> Path:
+    """Return ``<root>/cardiacUDC_dataset``, generating EchoSynth (``preset``) there first if it is missing.
+
+    An existing folder is used as is if it is real CardiacUDC or EchoSynth of the same preset; EchoSynth of
+    another preset (e.g. a v1 folder from before v2 became the default) raises ``DataError`` saying so.
+    Concurrent callers on one machine (e.g. several DDP ranks) are serialised with a lock file, so the dataset
+    is generated once.
     """
     root = Path(root)
     final = root / DATASET_DIRNAME
     if final.exists():
-        return final
+        return _check_existing(final, preset)
     root.mkdir(parents=True, exist_ok=True)
     lock_file = open(root / f".{DATASET_DIRNAME}.lock", "a+")
     try:
@@ -771,14 +850,15 @@ def ensure_echo_synth(root: str | os.PathLike, seed: int = 0, videos_per_site: i
         except ImportError:  # non-POSIX: rely on the atomic rename
             pass
         if final.exists():
-            return final
+            return _check_existing(final, preset)
         msg = (f"EchoSynth: {final} not found; generating the embedded synthetic echocardiography dataset "
-               f"(seed={seed}, videos_per_site={videos_per_site}, CardiacUDC layout) ...")
+               f"(preset {preset}, seed={seed}, videos_per_site={videos_per_site}, CardiacUDC layout) ...")
         logger.info(msg)
         if not logger.hasHandlers():
             print(msg, flush=True)
         try:
-            return generate_echo_synth(root, seed=seed, videos_per_site=videos_per_site, **style_overrides)
+            return generate_echo_synth(root, seed=seed, videos_per_site=videos_per_site, preset=preset,
+                                       **style_overrides)
         except FileExistsError:
             if final.exists():
                 return final
