@@ -452,6 +452,102 @@ def _draw_ecg(strip: np.ndarray, geo: _Geometry, t_now: float, info: Mapping[str
             cv2.polylines(strip, [run.reshape(-1, 1, 2)], False, grey, 1, cv2.LINE_8)
 
 
+def _valves(E: np.ndarray, hx: np.ndarray, hy: np.ndarray, blood_map: np.ndarray, opening: float, s_v: float,
+            d_tv: float, gap: float, x_lateral: tuple[float, float], valve_e: float, annulus_e: float) -> np.ndarray:
+    """Mitral (side +1) and tricuspid (side -1) valve planes into ``E``: a bright line when closed; when open
+    (``opening`` > 0.05), blood between bright annulus points. Returns the mask of the open leaflets (two per
+    valve, the septal one longer), to be drawn over the blood pools by the caller. ``x_lateral``: the lateral
+    annulus x of the mitral and of the tricuspid valve (heart coordinates)."""
+    leaflets = np.zeros(hx.shape, bool)
+    for side, x_b in zip((1, -1), x_lateral):
+        x_a, y_v = side * s_v, (0.0 if side == 1 else -d_tv)
+        width = abs(x_b - x_a)
+        in_gap = (np.abs(hy - y_v) <= gap) & ((hx - x_a) * side >= 0) & ((hx - x_b) * side <= 0)
+        near_ann = np.minimum(np.abs(hx - x_a), np.abs(hx - x_b)) < 0.16 * width
+        sel = in_gap & ~near_ann
+        E[sel] = blood_map[sel] if opening > 0.05 else valve_e
+        E[in_gap & near_ann] = annulus_e
+        if opening > 0.05:
+            ang = math.radians(80.0) * opening
+            l1, l2 = 0.55 * width, 0.4 * width  # septal leaflet longer
+            d1 = _seg_dist2(hx, hy, x_a, y_v, x_a + side * l1 * math.cos(ang), y_v - l1 * math.sin(ang))
+            d2 = _seg_dist2(hx, hy, x_b, y_v, x_b - side * l2 * math.cos(ang), y_v - l2 * math.sin(ang))
+            leaflets |= np.minimum(d1, d2) < 0.0065 ** 2
+    return leaflets
+
+
+def _probe_motion(rng: np.random.Generator, times: np.ndarray, p: Mapping[str, Any]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Probe rotation (radians) and translation (x, y in units of R) over ``times``: smooth sums of sinusoids."""
+    f1, f2 = rng.uniform(0.15, 0.35), rng.uniform(0.5, 1.2)
+    ph = rng.uniform(0, 2 * np.pi, size=6)
+
+    def wobble(amp: float, a: float, b: float) -> np.ndarray:
+        return amp * (0.7 * np.sin(2 * np.pi * f1 * times + a) + 0.3 * np.sin(2 * np.pi * f2 * times + b))
+
+    rot = wobble(math.radians(p["probe_rotation_deg"]), ph[0], ph[1])
+    return rot, wobble(p["probe_shift"], ph[2], ph[3]), wobble(p["probe_shift"], ph[4], ph[5])
+
+
+def _overlays(geo: _Geometry, style: Mapping[str, Any], p: Mapping[str, Any], info: Mapping[str, Any],
+              rng: np.random.Generator, depth_cm: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The static overlay layer kept >= 3 px away from the fan, and the mask of where overlays may go."""
+    overlay = _overlay_layer(geo, style, p, info, rng, depth_cm)
+    keep = cv2.dilate(geo.fan.astype(np.uint8), np.ones((7, 7), np.uint8)) == 0  # >= 3 px gap to the fan
+    overlay[~keep] = 0
+    return overlay, keep
+
+
+class _Speckle:
+    """Speckle envelope: complex white noise on the scan-line (polar) grid, AR(1) in time with correlation
+    ``rho``, smoothed with an anisotropic Gaussian (``speckle_axial_px`` along the beam, ``speckle_lateral_deg``
+    across it), scan converted to the fan box; :meth:`next` gives the Rayleigh envelope of the next frame."""
+
+    def __init__(self, geo: _Geometry, style: Mapping[str, Any], rho: float, rng: np.random.Generator):
+        sig_r = float(style["speckle_axial_px"])
+        sig_b = float(style["speckle_lateral_deg"]) / geo.beam_deg
+        self.kr = cv2.getGaussianKernel(2 * int(math.ceil(3 * sig_r)) + 1, sig_r).astype(np.float32)
+        self.kb = cv2.getGaussianKernel(2 * int(math.ceil(3 * sig_b)) + 1, sig_b).astype(np.float32)
+        self.norm = 1.0 / math.sqrt(2.0 * float((self.kr.astype(np.float64) ** 2).sum()
+                                                * (self.kb.astype(np.float64) ** 2).sum()))
+        self.rho, self.innov, self.geo = rho, math.sqrt(1 - rho * rho), geo
+        self.state = rng.standard_normal((geo.n_r, geo.n_b, 2), dtype=np.float32)
+
+    def next(self, rng: np.random.Generator) -> np.ndarray:
+        self.state *= self.rho
+        self.state += self.innov * rng.standard_normal(self.state.shape, dtype=np.float32)
+        field = cv2.sepFilter2D(self.state, -1, self.kb, self.kr, borderType=cv2.BORDER_REFLECT)
+        field = cv2.remap(field, self.geo.map_b, self.geo.map_r, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        return cv2.magnitude(field[..., 0], field[..., 1]) * self.norm
+
+
+def _log_image(E: np.ndarray, atten: np.ndarray, env: np.ndarray, lo_db: float, scale_db: float, blur: float
+               ) -> np.ndarray:
+    """Displayed grey (float, >= 0) of echogenicity ``E`` blurred by the point-spread (``blur`` px), times the
+    depth gain ``atten`` and the speckle envelope ``env``, log compressed: ``lo_db`` dB is black, ``scale_db``
+    grey levels per dB."""
+    if blur > 0:
+        E = cv2.GaussianBlur(E, (0, 0), blur)
+    img = (20.0 * np.log10(E * atten * env + 1e-6) - lo_db) * scale_db
+    np.maximum(img, 0, out=img)
+    return img
+
+
+def _compose_frame(frame: np.ndarray, img: np.ndarray, geo: _Geometry, overlay: np.ndarray, keep: np.ndarray,
+                   p: Mapping[str, Any], t_now: float, info: Mapping[str, Any], text_grey: int) -> None:
+    """Write the fan image (float, fan box) into ``frame`` as uint8 with the overlays and the ECG strip."""
+    np.clip(img, 0, 255, out=img)
+    img[~geo.fan_in_box] = 0
+    frame[geo.box] = img.astype(np.uint8)
+    if p["overlays"]:
+        np.maximum(frame, overlay, out=frame)
+    if p["ecg"]:
+        strip = np.zeros((geo.H, geo.W), np.uint8)
+        _draw_ecg(strip, geo, t_now, info, text_grey)
+        strip[~keep] = 0
+        np.maximum(frame, strip, out=frame)
+
+
 def render_video(site: str, rng: np.random.Generator, params: Mapping[str, Any], style: Mapping[str, Any],
                  labeled: bool = True) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     """Render one video with ``rng`` using the image model of ``params["preset"]`` (v1 if absent); see
@@ -502,15 +598,7 @@ def render_video_v1(site: str, rng: np.random.Generator, params: Mapping[str, An
     v_base = cyc / (1 - cyc)
     base_lv = (1 + egg_lv * v_base) * math.sqrt(1 - v_base ** 2)  # half width at the valve plane / semi-axis
     base_rv = (1 + egg_rv * v_base) * math.sqrt(1 - v_base ** 2)
-    # probe motion (smooth sums of sinusoids)
-    f1, f2 = rng.uniform(0.15, 0.35), rng.uniform(0.5, 1.2)
-    ph = rng.uniform(0, 2 * np.pi, size=6)
-
-    def wobble(amp: float, a: float, b: float) -> np.ndarray:
-        return amp * (0.7 * np.sin(2 * np.pi * f1 * times + a) + 0.3 * np.sin(2 * np.pi * f2 * times + b))
-
-    rot = wobble(math.radians(p["probe_rotation_deg"]), ph[0], ph[1])
-    shx, shy = wobble(p["probe_shift"], ph[2], ph[3]), wobble(p["probe_shift"], ph[4], ph[5])
+    rot, shx, shy = _probe_motion(rng, times, p)
 
     # ---- static maps (inside the fan box)
     fan_b = geo.fan_in_box
@@ -535,19 +623,8 @@ def render_video_v1(site: str, rng: np.random.Generator, params: Mapping[str, An
     irr = float(p["boundary_irregularity"])
     warp_x = (irr * _smooth_noise(rng, (hb, wb), (5, 6))).astype(np.float32)
     warp_y = (irr * _smooth_noise(rng, (hb, wb), (5, 6))).astype(np.float32)
-    overlay = _overlay_layer(geo, style, p, info, rng)
-    overlay_keep = cv2.dilate(geo.fan.astype(np.uint8), np.ones((7, 7), np.uint8)) == 0  # >= 3 px gap to the fan
-    overlay[~overlay_keep] = 0
-
-    # ---- speckle: complex white noise on the polar grid, AR(1) in time, anisotropic Gaussian smoothing
-    sig_r = float(style["speckle_axial_px"])
-    sig_b = float(style["speckle_lateral_deg"]) / geo.beam_deg
-    kr = cv2.getGaussianKernel(2 * int(math.ceil(3 * sig_r)) + 1, sig_r).astype(np.float32)
-    kb = cv2.getGaussianKernel(2 * int(math.ceil(3 * sig_b)) + 1, sig_b).astype(np.float32)
-    norm = 1.0 / math.sqrt(2.0 * float((kr.astype(np.float64) ** 2).sum() * (kb.astype(np.float64) ** 2).sum()))
-    rho = float(p["speckle_rho"])
-    innov = math.sqrt(1 - rho * rho)
-    state = rng.standard_normal((geo.n_r, geo.n_b, 2), dtype=np.float32)
+    overlay, overlay_keep = _overlays(geo, style, p, info, rng)
+    speckle = _Speckle(geo, style, float(p["speckle_rho"]), rng)
 
     # ---- display mapping
     dr = float(style["dynamic_range_db"])
@@ -607,23 +684,8 @@ def render_video_v1(site: str, rng: np.random.Generator, params: Mapping[str, An
         E[(e_la < w_la) | (e_ra < w_ra)] = p["atrial_wall_echo"]
         myo = ((e_env < 1) & upper) | (e_lv < (1 + t_lv / alv) ** 2) | (e_rv < (1 + t_rv / arv) ** 2)
         E[myo] = myo_map[myo]
-        # valve planes: a bright line when closed; when open, annulus points plus two leaflets into the ventricle
-        leaflets = np.zeros((hb, wb), bool)
-        for side in (1, -1):
-            x_a, y_v = side * s_v, (0.0 if side == 1 else -d_tv)
-            x_b = (lv_c[0] + base_lv * alv) if side == 1 else (rv_c[0] - base_rv * arv)
-            width = abs(x_b - x_a)
-            in_gap = (np.abs(hy - y_v) <= gap) & ((hx - x_a) * side >= 0) & ((hx - x_b) * side <= 0)
-            near_ann = np.minimum(np.abs(hx - x_a), np.abs(hx - x_b)) < 0.16 * width
-            sel = in_gap & ~near_ann
-            E[sel] = blood_map[sel] if op > 0.05 else valve_e
-            E[in_gap & near_ann] = 1.3 * myo_e
-            if op > 0.05:
-                ang = math.radians(80.0) * op
-                l1, l2 = 0.55 * width, 0.4 * width  # septal leaflet longer
-                d1 = _seg_dist2(hx, hy, x_a, y_v, x_a + side * l1 * math.cos(ang), y_v - l1 * math.sin(ang))
-                d2 = _seg_dist2(hx, hy, x_b, y_v, x_b - side * l2 * math.cos(ang), y_v - l2 * math.sin(ang))
-                leaflets |= np.minimum(d1, d2) < 0.0065 ** 2
+        leaflets = _valves(E, hx, hy, blood_map, op, s_v, d_tv, gap,
+                           (lv_c[0] + base_lv * alv, rv_c[0] - base_rv * arv), valve_e, 1.3 * myo_e)
         cav = lv | rv | la | ra
         E[cav] = blood_map[cav]
         E[leaflets] = valve_e
@@ -635,30 +697,12 @@ def render_video_v1(site: str, rng: np.random.Generator, params: Mapping[str, An
             r_start = 0.15 + 0.35 * dropout_u[t, 3]
             wedge = np.clip(1 - np.abs(geo.theta - th_c) / th_w, 0, 1) * np.clip((geo.r - r_start) / 0.05, 0, 1)
             E *= 1 - p["dropout_strength"] * np.sqrt(wedge)
-        if blur > 0:
-            E = cv2.GaussianBlur(E, (0, 0), blur)
         # speckle (Rayleigh envelope of the smoothed complex field), attenuation, log compression, noise
-        state *= rho
-        state += innov * rng.standard_normal(state.shape, dtype=np.float32)
-        field = cv2.sepFilter2D(state, -1, kb, kr, borderType=cv2.BORDER_REFLECT)
-        field = cv2.remap(field, geo.map_b, geo.map_r, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        env = cv2.magnitude(field[..., 0], field[..., 1]) * norm
-        amp = E * atten * env + 1e-6
-        img = (20.0 * np.log10(amp) - lo_db) * scale_db
-        np.maximum(img, 0, out=img)
+        env = speckle.next(rng)
+        img = _log_image(E, atten, env, lo_db, scale_db, blur)
         img += floor * (0.6 + 0.4 * np.minimum(env, 2.0))
         img += noise_std * rng.standard_normal((hb, wb), dtype=np.float32)
-        np.clip(img, 0, 255, out=img)
-        img[~fan_b] = 0
-        frame = video[t]
-        frame[geo.box] = img.astype(np.uint8)
-        if p["overlays"]:
-            np.maximum(frame, overlay, out=frame)
-        if p["ecg"]:
-            strip = np.zeros((H, W), np.uint8)
-            _draw_ecg(strip, geo, float(times[t]), info, text_grey)
-            strip[~overlay_keep] = 0
-            np.maximum(frame, strip, out=frame)
+        _compose_frame(video[t], img, geo, overlay, overlay_keep, p, float(times[t]), info, text_grey)
         if label is not None and t in annotated:
             lab = label[t][geo.box]
             lab[lv] = 1

@@ -308,14 +308,7 @@ def render_video_v2(site: str, rng: np.random.Generator, params: Mapping[str, An
     info.update(quality=quality, foreshortened=an.foreshortened, lv_area_change=round(an.lv_area_change, 3),
                 rv_area_change=round(an.rv_area_change, 3))
 
-    f1, f2 = rng.uniform(0.15, 0.35), rng.uniform(0.5, 1.2)
-    ph = rng.uniform(0, 2 * np.pi, size=6)
-
-    def wobble(amp: float, a: float, b: float) -> np.ndarray:
-        return amp * (0.7 * np.sin(2 * np.pi * f1 * times + a) + 0.3 * np.sin(2 * np.pi * f2 * times + b))
-
-    rot = wobble(math.radians(p["probe_rotation_deg"]), ph[0], ph[1])
-    shx, shy = wobble(p["probe_shift"], ph[2], ph[3]), wobble(p["probe_shift"], ph[4], ph[5])
+    rot, shx, shy = v1._probe_motion(rng, times, p)
 
     fan_b = geo.fan_in_box
     hb, wb = fan_b.shape
@@ -358,9 +351,7 @@ def render_video_v2(site: str, rng: np.random.Generator, params: Mapping[str, An
     irr = float(p["boundary_irregularity"])
     warp_x = (irr * smooth(rng, (hb, wb), (5, 6))).astype(np.float32)
     warp_y = (irr * smooth(rng, (hb, wb), (5, 6))).astype(np.float32)
-    overlay = v1._overlay_layer(geo, style, p, info, rng, depth_cm=depth_cm)
-    overlay_keep = cv2.dilate(geo.fan.astype(np.uint8), np.ones((7, 7), np.uint8)) == 0
-    overlay[~overlay_keep] = 0
+    overlay, overlay_keep = v1._overlays(geo, style, p, info, rng, depth_cm=depth_cm)
     spec_floor = _u(rng, p["specular_floor"])
     # radial unit vectors (beam directions) of the pixels
     ux, uy = (geo.px / np.maximum(geo.r, 1e-6)).astype(np.float32), (geo.py / np.maximum(geo.r, 1e-6)).astype(
@@ -428,15 +419,8 @@ def render_video_v2(site: str, rng: np.random.Generator, params: Mapping[str, An
     info["ias_gap_mm"] = round(g_len * 160.0, 2) if has_gap else None
 
     # ---- speckle
-    sig_r = float(style["speckle_axial_px"])
-    sig_b = float(style["speckle_lateral_deg"]) / geo.beam_deg
-    kr = cv2.getGaussianKernel(2 * int(math.ceil(3 * sig_r)) + 1, sig_r).astype(np.float32)
-    kb = cv2.getGaussianKernel(2 * int(math.ceil(3 * sig_b)) + 1, sig_b).astype(np.float32)
-    norm = 1.0 / math.sqrt(2.0 * float((kr.astype(np.float64) ** 2).sum() * (kb.astype(np.float64) ** 2).sum()))
-    rho = float(p["speckle_rho"])
-    innov = math.sqrt(1 - rho * rho)
     speckle_rng, noise_rng = fx["speckle"], fx["noise"]
-    state = speckle_rng.standard_normal((geo.n_r, geo.n_b, 2), dtype=np.float32)
+    speckle = v1._Speckle(geo, style, float(p["speckle_rho"]), speckle_rng)
 
     dr = float(style["dynamic_range_db"])
     # the operator turns the gain down on a hazy (low-contrast) image: ``operator_gain`` dB per dB of contrast
@@ -509,24 +493,9 @@ def render_video_v2(site: str, rng: np.random.Generator, params: Mapping[str, An
         # valves (as v1: a bright line when closed; annulus points and leaflets when open)
         gap, d_tv, s_v = an.gap, an.d_tv, an.s_v
         v_base = an.cyc / (1 - an.cyc)
-        leaflets = np.zeros((hb, wb), bool)
-        for side in (1, -1):
-            x_a, y_v = side * s_v, (0.0 if side == 1 else -d_tv)
-            egg = an.egg_lv if side == 1 else an.egg_rv
-            base = (1 + egg * v_base) * math.sqrt(1 - v_base ** 2)
-            x_b = (lv_c[0] + base * alv) if side == 1 else (rv_c[0] - base * arv)
-            width = abs(x_b - x_a)
-            in_gap = (np.abs(hy - y_v) <= gap) & ((hx - x_a) * side >= 0) & ((hx - x_b) * side <= 0)
-            near_ann = np.minimum(np.abs(hx - x_a), np.abs(hx - x_b)) < 0.16 * width
-            sel = in_gap & ~near_ann
-            E[sel] = blood_map[sel] if op > 0.05 else valve_e
-            E[in_gap & near_ann] = 1.2 * myo_e
-            if op > 0.05:
-                ang = math.radians(80.0) * op
-                l1, l2 = 0.55 * width, 0.4 * width
-                d1 = v1._seg_dist2(hx, hy, x_a, y_v, x_a + side * l1 * math.cos(ang), y_v - l1 * math.sin(ang))
-                d2 = v1._seg_dist2(hx, hy, x_b, y_v, x_b - side * l2 * math.cos(ang), y_v - l2 * math.sin(ang))
-                leaflets |= np.minimum(d1, d2) < 0.0065 ** 2
+        base_lv, base_rv = ((1 + egg * v_base) * math.sqrt(1 - v_base ** 2) for egg in (an.egg_lv, an.egg_rv))
+        leaflets = v1._valves(E, hx, hy, blood_map, op, s_v, d_tv, gap,
+                              (lv_c[0] + base_lv * alv, rv_c[0] - base_rv * arv), valve_e, 1.2 * myo_e)
         cavity = cav_all > 0
         E[cavity] = blood_map[cavity]
         E[leaflets] = valve_e
@@ -539,31 +508,13 @@ def render_video_v2(site: str, rng: np.random.Generator, params: Mapping[str, An
             if a <= t < b and reg is not None:
                 E *= 1.0 - att * _wedge_map(geo, *reg)
         E *= shadow
-        if blur > 0:
-            E = cv2.GaussianBlur(E, (0, 0), blur)
-        state *= rho
-        state += innov * speckle_rng.standard_normal(state.shape, dtype=np.float32)
-        field = cv2.sepFilter2D(state, -1, kb, kr, borderType=cv2.BORDER_REFLECT)
-        field = cv2.remap(field, geo.map_b, geo.map_r, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        env = cv2.magnitude(field[..., 0], field[..., 1]) * norm
-        amp = E * atten * env + 1e-6
-        img = (20.0 * np.log10(amp) - lo_db) * scale_db
-        np.maximum(img, 0, out=img)
+        env = speckle.next(speckle_rng)
+        img = v1._log_image(E, atten, env, lo_db, scale_db, blur)
         img += floor * np.minimum(env, 2.0)
         if scan_blur[0] > 0 or scan_blur[1] > 0:  # scan conversion interpolates between scan lines
             img = cv2.GaussianBlur(img, (0, 0), max(scan_blur[0], 1e-3), sigmaY=max(scan_blur[1], 1e-3))
         img += noise_std * noise_rng.standard_normal((hb, wb), dtype=np.float32)
-        np.clip(img, 0, 255, out=img)
-        img[~fan_b] = 0
-        frame = video[t]
-        frame[geo.box] = img.astype(np.uint8)
-        if p["overlays"]:
-            np.maximum(frame, overlay, out=frame)
-        if p["ecg"]:
-            strip = np.zeros((H, W), np.uint8)
-            v1._draw_ecg(strip, geo, float(times[t]), info, text_grey)
-            strip[~overlay_keep] = 0
-            np.maximum(frame, strip, out=frame)
+        v1._compose_frame(video[t], img, geo, overlay, overlay_keep, p, float(times[t]), info, text_grey)
         if label is not None and t in label_warp:
             jx, jy = label_warp[t]
             lab = _label_frame(an, hx + jx, hy0 + jy, s, fan_b)

@@ -75,7 +75,11 @@ def test_lgsd_two_processes_train_like_one(synth_root, tmp_path, monkeypatch):
               for name in ("student.", "teacher.", "student_head.", "teacher_head.", "dino.center")}
     assert all(groups.values()) and "teacher_head.input_norm.running_var" in a
     diffs = {name: max_diff(g, b) for name, g in groups.items()}
-    assert max(diffs.values()) < 1e-5, diffs
+    # Measured: after step 1 (lr 5e-5) every group agrees to 1.5e-8; after 3 steps (lr up to 0.05) to 1.2e-7 on
+    # EchoSynth v1 and 3.3e-5 on v2, whose darker, more alike clips give the DINO head's batch standardisation and
+    # the teacher's sharp softmax near-identical inputs, so rounding is amplified. Points drawn per rank (a real
+    # difference in what is supervised) move the weights by ~1e-3, which this bound still separates.
+    assert max(diffs.values()) < 1e-4, diffs
     # what is compared has moved: the teacher is an EMA of the trained student (not a copy), its head's running
     # statistics come from 3 training batches of the student head, the centre left 0
     assert max_diff({k: a[k] for k in groups["teacher."]},
