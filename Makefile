@@ -23,7 +23,7 @@ data: $(STAMP)
 # The main job: train + evaluate LGRNet (CPU-tiny) on the embedded data, then print the results table.
 # DEMO_ARGS shortens the config's recipe so that a fresh clone finishes in about 7 minutes on 2 cores.
 DEMO_CONFIG ?= configs/cardiac/lgrnet_tiny.py
-DEMO_ITERS ?= 360
+DEMO_ITERS ?= 280
 DEMO_ARGS ?= train.max_iter=$(DEMO_ITERS) train.eval_period=0 train.checkpoint_period=$(DEMO_ITERS)
 demo: $(STAMP)
 	$(PY) main.py --config_file $(DEMO_CONFIG) --trainer_mode train_attmpt \
