@@ -761,8 +761,9 @@ def _jsonable(x: Any) -> Any:
 
 
 #: per-video draws of v2 written into the manifest (what each video shows: quality, dropout, gap, ...)
-_V2_FACTS = ("quality", "wall_dropout", "transient_dropouts", "ias_gap_mm", "rib_shadow", "clutter_level",
-             "tgc_residual_db", "foreshortened", "lv_area_change", "rv_area_change")
+_V2_FACTS = ("quality", "depth_cm", "blood_tissue_contrast_db", "wall_dropout", "transient_dropouts", "ias_gap_mm",
+             "rib_shadow", "clutter_level", "tgc_residual_db", "foreshortened", "lv_area_change", "rv_area_change",
+             "label_bias_px")
 
 
 def preset_of_manifest(manifest: Mapping[str, Any]) -> str:

@@ -365,6 +365,11 @@ def render_video_v2(site: str, rng: np.random.Generator, params: Mapping[str, An
         qy = (sn * geo.px + c * geo.py) / zoom + (shy[t] - an.crux[1])
         return cos_t * qx - sin_t * qy + warp_x, sin_t * qx + cos_t * qy + warp_y
 
+    def ias_band(g: dict[str, Any], hx: np.ndarray) -> np.ndarray:
+        """The interatrial septum's band of a frame (between the atria, below the valve planes)."""
+        hy = g["hy"]
+        return (np.abs(hx) < an.s_a + an.t_at) & (hy > an.gap) & (hy < an.gap + 1.6 * min(g["bla"], g["bra"]))
+
     def walls(g: dict[str, Any], hx: np.ndarray) -> dict[str, np.ndarray]:
         """Beam-parallel walls of a frame: LV lateral wall, RV free wall, interatrial septum."""
         hy = g["hy"]
@@ -372,7 +377,7 @@ def render_video_v2(site: str, rng: np.random.Generator, params: Mapping[str, An
         rv_band = (g["e_rv"] >= 1) & (g["e_rv"] < (1 + an.t_rv / g["arv"]) ** 2)
         return dict(lv_lateral=lv_band & (hx > g["lv_c"][0] + 0.5 * g["alv"]) & (hy < -an.gap),
                     rv_free=rv_band & (hx < g["rv_c"][0] - 0.5 * g["arv"]) & (hy < -an.d_tv - an.gap),
-                    ias=(np.abs(hx) < an.s_a + an.t_at) & (hy > an.gap) & (hy < an.gap + 1.6 * min(g["bla"], g["bra"])))
+                    ias=ias_band(g, hx))
 
     # ---- wall dropout fixed to the beams, placed on the end-diastolic anatomy
     hx0, hy00 = heart_coords(0)
@@ -451,6 +456,9 @@ def render_video_v2(site: str, rng: np.random.Generator, params: Mapping[str, An
     info["label_bias_px"] = round(bias_128, 3)
     label_warp = {t: (jit * smooth(g, (hb, wb), (4, 4)) / 0.55, jit * smooth(g, (hb, wb), (4, 4)) / 0.55)
                   for t in annotated}
+    # half widths of the ventricles at their valve planes, per unit of semi-axis (the annulus points)
+    v_base = an.cyc / (1 - an.cyc)
+    base_lv, base_rv = ((1 + egg * v_base) * math.sqrt(1 - v_base ** 2) for egg in (an.egg_lv, an.egg_rv))
     video = np.zeros((T, H, W), np.uint8)
     label = np.zeros((T, H, W), np.int8) if labeled else None
 
@@ -474,8 +482,7 @@ def render_video_v2(site: str, rng: np.random.Generator, params: Mapping[str, An
         E[peri] = (p["pericardium_echo"] * np.clip((hy + 0.25) / 0.4, 0.05, 1.0))[peri]
         atrial = (e_la < w_la) | (e_ra < w_ra)
         E[atrial] = p["atrial_wall_echo"]
-        wl = walls(g, hx)
-        ias = wl["ias"] & atrial
+        ias = ias_band(g, hx) & atrial
         E[ias] = p["septum_echo"]
         if gap_y is not None:
             E[ias & (hy > gap_y[0]) & (hy < gap_y[1])] = blood_e
@@ -491,10 +498,7 @@ def render_video_v2(site: str, rng: np.random.Generator, params: Mapping[str, An
         walls_px = myo | atrial
         E[walls_px] *= spec[walls_px]
         # valves (as v1: a bright line when closed; annulus points and leaflets when open)
-        gap, d_tv, s_v = an.gap, an.d_tv, an.s_v
-        v_base = an.cyc / (1 - an.cyc)
-        base_lv, base_rv = ((1 + egg * v_base) * math.sqrt(1 - v_base ** 2) for egg in (an.egg_lv, an.egg_rv))
-        leaflets = v1._valves(E, hx, hy, blood_map, op, s_v, d_tv, gap,
+        leaflets = v1._valves(E, hx, hy, blood_map, op, an.s_v, an.d_tv, an.gap,
                               (lv_c[0] + base_lv * alv, rv_c[0] - base_rv * arv), valve_e, 1.2 * myo_e)
         cavity = cav_all > 0
         E[cavity] = blood_map[cavity]

@@ -202,7 +202,8 @@ def test_manifest_records_the_preset_and_per_video_draws(tmp_path):
     out = es.generate_echo_synth(tmp_path / "v2", seed=0, videos_per_site=1, **SMALL)
     m = json.loads((out / "echo_synth.json").read_text())
     assert m["preset"] == "v2" and m["version"] == "2.0.0"
-    assert all(v["quality"] in v2.QUALITIES and "wall_dropout" in v and "ias_gap_mm" in v for v in m["videos"])
+    assert all(v["quality"] in v2.QUALITIES and "wall_dropout" in v and "ias_gap_mm" in v and 15 <= v["depth_cm"] <= 19
+               for v in m["videos"])
     old = es.generate_echo_synth(tmp_path / "v1", seed=0, videos_per_site=1, preset="v1", **SMALL)
     m1 = json.loads((old / "echo_synth.json").read_text())
     assert m1["preset"] == "v1" and m1["version"] == "1.0.0" and "quality" not in m1["videos"][0]
