@@ -108,6 +108,7 @@ def label_agreement(videos_per_site: int, seed: int, size: int = 128) -> dict[st
     import cv2
 
     from data_schedule.synthetic import echo_synth as es
+    from evaluators.metrics import dice_iou, seg_stats
 
     dice: dict[str, list[float]] = {name: [] for name in es.CLASS_NAMES.values()}
     for si, site in enumerate(es.SITE_NAMES):
@@ -121,11 +122,11 @@ def label_agreement(videos_per_site: int, seed: int, size: int = 128) -> dict[st
                 y0, y1, x0, x1 = info["fan_box"]
                 labels.append([cv2.resize(lab[t, y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_NEAREST)
                                for t in info["annotated_frames"]])
-            for a, b in zip(*labels):
-                for value, name in es.CLASS_NAMES.items():
-                    pa, pb = a == value, b == value
-                    dice[name].append(2.0 * (pa & pb).sum() / max(1, pa.sum() + pb.sum()))
-    out = {name: float(np.mean(v)) for name, v in dice.items()}
+            for a, b in zip(*labels):  # the evaluator's Dice (a class absent from both frames is left out)
+                per_class = dice_iou(*seg_stats(a, b, len(es.CLASS_NAMES)))[0]
+                for name, d in zip(es.CLASS_NAMES.values(), per_class):
+                    dice[name].append(d)
+    out = {name: float(np.nanmean(v)) for name, v in dice.items()}
     out["mean"] = float(np.mean(list(out.values())))
     return out
 
