@@ -40,13 +40,13 @@ RANDOM_SPLIT_SEED = 2024
 RANDOM_TRAIN_FRACTION = 0.8
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# Dataset roots; set_root() (called by main from cfg.data.roots) or the environment override the defaults.
-_ROOTS: dict[str, str | None] = {"cardiac_udc": None, "echo_synth": None, "echo_synth_v1": None}
 #: embedded families: (EchoSynth preset, environment variable of the root, default root under the repository)
 SYNTH_FAMILIES: dict[str, tuple[str, str, str]] = {
     "echo_synth": ("v2", "ECHO_SYNTH_ROOT", "datasets/echo_synth"),
     "echo_synth_v1": ("v1", "ECHO_SYNTH_V1_ROOT", "datasets/echo_synth_v1"),
 }
+# Dataset roots; set_root() (called by main from cfg.data.roots) or the environment override the defaults.
+_ROOTS: dict[str, str | None] = {"cardiac_udc": None, **dict.fromkeys(SYNTH_FAMILIES)}
 
 
 def set_root(prefix: str, path: str | None) -> None:
