@@ -2,8 +2,10 @@
 the cross-view distillation loss with teacher centering and sharpening, the EMA teacher update and the cosine /
 linear schedules of momentum and teacher temperature (Caron et al., DINO, ICCV 2021, arXiv 2104.14294, §3).
 
-Conventions: each view is a (B, D) feature (e.g. pooled frame bottleneck queries); the head maps it to K logits.
-Teacher views are the global views, in the same order as the first ``len(teacher)`` student views.
+Conventions: each view is a (B, D) feature (e.g. pooled frame bottleneck queries) or, for per-token distillation
+(iBOT, Zhou et al., ICLR 2022, arXiv 2111.07832: every token distilled, not one pooled vector), (B, S, D) with S
+tokens whose index means the same thing in every view; the head maps the last dimension to K logits. Teacher views
+are the global views, in the same order as the first ``len(teacher)`` student views.
 """
 from __future__ import annotations
 
@@ -66,12 +68,22 @@ class DINOHead(nn.Module):
     small next to a shared component (LGRNet's frame queries: cosine 0.998 between different clips) otherwise
     reach the head as nearly one vector: the centred teacher targets turn uniform and the loss sits at log K.
     The statistics are over the global batch under DDP (``SyncBatchNorm1d``), so the head does not depend on how
-    the batch is split over processes."""
+    the batch is split over processes. ``norm_stats="batch"`` keeps no running statistics: every call, in eval mode
+    too, is standardised by its own batch (one call per group of views that should share statistics)."""
 
     def __init__(self, in_dim: int, out_dim: int = 1024, hidden_dim: int = 512, bottleneck_dim: int = 128,
-                 num_layers: int = 3, input_norm: bool = False):
+                 num_layers: int = 3, input_norm: bool = False, tokens: int = 0, norm_stats: str = "running"):
         super().__init__()
-        self.input_norm = SyncBatchNorm1d(in_dim, affine=False) if input_norm else nn.Identity()
+        # tokens = S > 0: the input is (B, S, in_dim) and the standardisation is per (token, feature), i.e. over
+        # the batch only, so a token's identity (its mean) is taken out before the shared MLP sees it
+        self.tokens = tokens
+        norm_dim = in_dim * max(tokens, 1)
+        if norm_stats not in ("running", "batch"):
+            raise ValueError(f"DINOHead norm_stats must be 'running' or 'batch', got {norm_stats!r}")
+        # "batch": the statistics of the batch at hand in eval mode too (no running statistics), so an eval-mode
+        # teacher standardises its views by their own statistics, as the student does
+        self.input_norm = (SyncBatchNorm1d(norm_dim, affine=False, track_running_stats=norm_stats == "running")
+                           if input_norm else nn.Identity())
         dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [bottleneck_dim]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
@@ -88,7 +100,14 @@ class DINOHead(nn.Module):
         self.last.parametrizations.weight.original0.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.last(F.normalize(self.mlp(self.input_norm(x)), dim=-1))
+        if self.tokens:
+            if x.dim() != 3 or x.shape[1] != self.tokens:
+                raise ValueError(f"DINOHead with tokens={self.tokens} expects (B, {self.tokens}, D), got "
+                                 f"{tuple(x.shape)}")
+            x = self.input_norm(x.flatten(1)).view_as(x)
+        else:
+            x = self.input_norm(x)
+        return self.last(F.normalize(self.mlp(x), dim=-1))
 
 
 class DINOLoss(nn.Module):
@@ -99,14 +118,22 @@ class DINOLoss(nn.Module):
     The centre c (a buffer, K) follows the batch mean of the teacher logits with momentum ``center_momentum``
     (all-reduced over processes) after each call in training mode: centering keeps one dimension from dominating,
     the low teacher temperature keeps the targets from going uniform; together they prevent collapse.
+
+    ``tokens = S > 0``: views are (B, S, K) and token s of a teacher view is distilled into token s of every other
+    student view (the mean is over b and s); each token has its own centre (buffer S × K), since tokens differ
+    systematically (learned slots) and one shared centre would leave that difference as a target the student
+    can meet from the token's index alone.
     """
 
-    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
+    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9, tokens: int = 0):
         super().__init__()
         self.student_temp, self.center_momentum = student_temp, center_momentum
-        self.register_buffer("center", torch.zeros(1, out_dim))
-        # mean entropy of the last call's targets, over this process's batch only (a logged collapse gauge)
+        self.register_buffer("center", torch.zeros(max(tokens, 1), out_dim))
+        # collapse gauges of the last call's targets, over this process's batch only (logged): their mean entropy
+        # (log K: uniform) and how much they differ between samples, the entropy of the batch-mean target minus
+        # the mean entropy (0: every sample gets the same target, uniform or not; at most log of the batch size)
         self.last_target_entropy: float | None = None
+        self.last_target_spread: float | None = None
 
     def forward(self, student: list[torch.Tensor], teacher: list[torch.Tensor], teacher_temp: float
                 ) -> torch.Tensor:
@@ -115,8 +142,12 @@ class DINOLoss(nn.Module):
                              f"{len(teacher)} teacher / {len(student)} student")
         targets = [F.softmax((t.detach().float() - self.center) / teacher_temp, dim=-1) for t in teacher]
         with torch.no_grad():
-            q = torch.cat(targets)
-            self.last_target_entropy = float(-(q * q.clamp_min(1e-12).log()).sum(-1).mean())
+            q = torch.cat(targets)  # (V·B, [S,] K)
+
+            def entropy(p: torch.Tensor) -> torch.Tensor:
+                return -(p * p.clamp_min(1e-12).log()).sum(-1)
+            self.last_target_entropy = float(entropy(q).mean())
+            self.last_target_spread = float(entropy(q.mean(0)).mean()) - self.last_target_entropy
         logps = [F.log_softmax(s.float() / self.student_temp, dim=-1) for s in student]
         total, pairs = 0.0, 0
         for i, q in enumerate(targets):
@@ -131,8 +162,9 @@ class DINOLoss(nn.Module):
 
     @torch.no_grad()
     def update_center(self, teacher_logits: torch.Tensor) -> None:
-        """teacher_logits (N, K) of this process; the mean is over all processes' N (sums and counts reduced)."""
-        batch_sum = teacher_logits.sum(0, keepdim=True)
+        """teacher_logits (N, K) or (N, S, K) of this process; the mean is over all processes' N (sums and
+        counts reduced)."""
+        batch_sum = teacher_logits.sum(0).view_as(self.center)
         count = torch.tensor(float(teacher_logits.shape[0]), device=teacher_logits.device)
         if comm.get_world_size() > 1:
             torch.distributed.all_reduce(batch_sum)

@@ -6,7 +6,9 @@ clips (Caron et al., DINO, ICCV 2021, arXiv 2104.14294) added to LGRNet's superv
     unlabelled batch -> G global views (long span, large crops) and L local views (short span, small crops)
                         teacher sees the global views, the student sees all views;
                         view embedding = frame bottleneck queries averaged over the view's frames, the n_q queries
-                        concatenated (B, n_q·C) -> projection head -> K logits
+                        concatenated (B, n_q·C) -> projection head -> K logits          (tokens="pooled")
+                        or each of the n_q query slots a token (B, n_q, C) -> the same head on every token
+                        -> (B, n_q, K), slot s distilled into slot s (iBOT-style)       (tokens="slots")
                         loss_lgsd = weight · DINO cross-entropy (each teacher global view -> every other student
                         view, teacher centred and sharpened)
     after each optimizer step: teacher <- m·teacher + (1 − m)·student (m on a cosine 'momentum' -> 1)
@@ -14,7 +16,8 @@ clips (Caron et al., DINO, ICCV 2021, arXiv 2104.14294) added to LGRNet's superv
 The queries are averaged over time but not over the query index: each query is a learned slot, so slot identity
 is comparable across views; the head standardises them over the batch first (``head_input_norm``, see
 ``DINOHead``), all student views in one call. ``lgsd_target_entropy`` (logged) is the teacher targets' mean
-entropy: log K means they went uniform. Teacher temperature warms up linearly (``teacher_temp`` -> ``teacher_temp_final``
+entropy: log K means they went uniform; ``lgsd_target_spread`` is how much they differ between samples (0: all
+alike). Teacher temperature warms up linearly (``teacher_temp`` -> ``teacher_temp_final``
 over ``teacher_temp_warmup`` of training), as in DINO. The teacher always runs in eval mode (BatchNorm running
 statistics, copied from the student at each EMA step). Checkpoints hold both networks, both heads and the
 centre (they are submodules / buffers); evaluation and FLOP/parameter counts use the student, or the teacher with
@@ -40,6 +43,10 @@ DEFAULTS = dict(
     out_dim=256,                # K, the projection head's output distribution (DINO: 65536 for ImageNet)
     hidden_dim=512, bottleneck_dim=128, head_layers=3,
     head_input_norm=True,       # standardise the pooled queries over the batch before the head (see DINOHead)
+    tokens="pooled",            # "pooled": one vector per view | "slots": every frame-query slot a token (iBOT)
+    head_norm_stats="running",  # "running": student standardised over all its views at once, the eval-mode teacher
+                                # by the running statistics | "per_view": global and local views each by their
+                                # own batch statistics, in the teacher too (see distillation_loss)
     student_temp=0.1,
     teacher_temp=0.04, teacher_temp_final=0.07, teacher_temp_warmup=0.3,  # warm-up: fraction of max_iter
     center_momentum=0.9,
@@ -61,17 +68,27 @@ class LGSD(nn.Module):
         self.cfg = {**DEFAULTS, **(lgsd or {})}
         if self.cfg["eval_with"] not in ("student", "teacher"):
             raise ConfigError(f"model.lgsd.eval_with must be 'student' or 'teacher', got {self.cfg['eval_with']!r}")
+        if self.cfg["tokens"] not in ("pooled", "slots"):
+            raise ConfigError(f"model.lgsd.tokens must be 'pooled' or 'slots', got {self.cfg['tokens']!r}")
+        if self.cfg["head_norm_stats"] not in ("running", "per_view"):
+            raise ConfigError(f"model.lgsd.head_norm_stats must be 'running' or 'per_view', got "
+                              f"{self.cfg['head_norm_stats']!r}")
+        self.per_view = self.cfg["head_norm_stats"] == "per_view"
         self.student = call(LGRNet, student)
         enc = self.student.encoder
-        in_dim = enc.query_feat.num_embeddings * enc.d_model
+        n_q = enc.query_feat.num_embeddings
+        slots = n_q if self.cfg["tokens"] == "slots" else 0
+        in_dim = enc.d_model if slots else n_q * enc.d_model
         self.student_head = DINOHead(in_dim, self.cfg["out_dim"], self.cfg["hidden_dim"],
                                      self.cfg["bottleneck_dim"], self.cfg["head_layers"],
-                                     self.cfg["head_input_norm"])
+                                     self.cfg["head_input_norm"], tokens=slots,
+                                     norm_stats="batch" if self.per_view else "running")
         self.teacher = copy.deepcopy(self.student)
         self.teacher_head = copy.deepcopy(self.student_head)
         for p in list(self.teacher.parameters()) + list(self.teacher_head.parameters()):
             p.requires_grad_(False)
-        self.dino = DINOLoss(self.cfg["out_dim"], self.cfg["student_temp"], self.cfg["center_momentum"])
+        self.dino = DINOLoss(self.cfg["out_dim"], self.cfg["student_temp"], self.cfg["center_momentum"],
+                             tokens=slots)
         self.num_classes = self.student.num_classes
         self.iteration, self.max_iter = 0, 1  # set by the trainer (before_step) for the schedules
         self.train()  # puts the teacher in eval mode
@@ -99,6 +116,7 @@ class LGSD(nn.Module):
         out = {"lgsd_momentum": self.momentum(), "lgsd_teacher_temp": self.teacher_temp()}
         if self.dino.last_target_entropy is not None:
             out["lgsd_target_entropy"] = self.dino.last_target_entropy
+            out["lgsd_target_spread"] = self.dino.last_target_spread
         return out
 
     @torch.no_grad()
@@ -113,21 +131,29 @@ class LGSD(nn.Module):
         return self.teacher if self.cfg["eval_with"] == "teacher" else self.student
 
     # ---- forward ----------------------------------------------------------------------------------------
-    @staticmethod
-    def _features(net: LGRNet, views: torch.Tensor) -> torch.Tensor:
-        """views (B, V, T, 3, H, W) -> pooled frame queries (B·V, n_q·C), view-major within each clip."""
-        q = net.frame_queries(views.flatten(0, 1))  # (B·V, T, n_q, C)
-        return q.mean(1).flatten(1)
+    def _features(self, net: LGRNet, views: torch.Tensor) -> torch.Tensor:
+        """views (B, V, T, 3, H, W) -> frame queries averaged over each view's frames, view-major within each
+        clip: (B·V, n_q·C) pooled, or (B·V, n_q, C) with ``tokens="slots"``."""
+        q = net.frame_queries(views.flatten(0, 1)).mean(1)  # (B·V, n_q, C)
+        return q if self.cfg["tokens"] == "slots" else q.flatten(1)
 
     @staticmethod
     def _per_view(logits: torch.Tensor, b: int) -> list[torch.Tensor]:
-        return list(logits.unflatten(0, (b, -1)).unbind(1))  # V tensors (B, K)
+        return list(logits.unflatten(0, (b, -1)).unbind(1))  # V tensors (B, [n_q,] K)
 
     def distillation_loss(self, unlabeled: dict) -> torch.Tensor:
+        """"running": the student head standardises all its views in one call (one set of batch statistics), the
+        eval-mode teacher head by its running statistics. Those mix global and local views, which differ
+        systematically (on EchoSynth v2 their mean is ~4 global-view standard deviations from the global views'
+        mean), so every teacher input carries a large common offset. "per_view": the global views and the local
+        views are standardised each by their own batch, the teacher's global views by theirs."""
         glob = unlabeled["global"]
         b, n_global = glob.shape[:2]
         feats = self._features(self.student, glob)
-        if "local" in unlabeled:  # one head call for all views: one set of batch statistics in the head
+        if "local" in unlabeled and self.per_view:
+            loc = self._features(self.student, unlabeled["local"])
+            student = self._per_view(self.student_head(feats), b) + self._per_view(self.student_head(loc), b)
+        elif "local" in unlabeled:  # one head call for all views: one set of batch statistics in the head
             loc = self._features(self.student, unlabeled["local"])
             logits = self.student_head(torch.cat([feats, loc]))
             student = self._per_view(logits[:len(feats)], b) + self._per_view(logits[len(feats):], b)

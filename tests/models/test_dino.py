@@ -148,3 +148,49 @@ def _sync_bn_rank(rank: int, init_file: str) -> None:
 
 def test_sync_batchnorm_over_two_processes_is_batchnorm1d_on_the_whole_batch(tmp_path):
     mp.spawn(_sync_bn_rank, args=(str(tmp_path / "rendezvous"),), nprocs=2)  # raises if a rank's check fails
+
+
+def test_per_token_loss_is_the_mean_of_one_pooled_loss_per_token_each_with_its_own_centre():
+    torch.manual_seed(0)
+    b, n_tok, k = 3, 4, 6
+    tokens = DINOLoss(k, student_temp=0.1, center_momentum=0.5, tokens=n_tok)
+    assert tokens.center.shape == (n_tok, k)
+    pooled = [DINOLoss(k, student_temp=0.1, center_momentum=0.5) for _ in range(n_tok)]
+    for _ in range(3):  # three training calls: the centres move, token by token
+        s = [torch.randn(b, n_tok, k) for _ in range(3)]
+        t = [torch.randn(b, n_tok, k) + torch.arange(n_tok).view(1, -1, 1) for _ in range(2)]
+        got = tokens(s, t, 0.04)
+        want = sum(p([x[:, i] for x in s], [x[:, i] for x in t], 0.04) for i, p in enumerate(pooled)) / n_tok
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(tokens.center, torch.cat([p.center for p in pooled]))
+    assert tokens.center[3, 0] - tokens.center[0, 0] > 2  # each token's own offset is in its own centre
+
+
+def test_target_spread_is_zero_for_identical_targets_and_log_n_for_distinct_one_hot_targets():
+    k = 8
+    loss_fn = DINOLoss(k).eval()
+    same = torch.randn(1, k).expand(4, k)
+    loss_fn([torch.zeros(4, k)] * 2, [same], 0.04)
+    assert loss_fn.last_target_spread == pytest.approx(0.0, abs=1e-5)
+    assert loss_fn.last_target_entropy > 0
+    distinct = torch.eye(k)[:4] * 100  # four samples, four different sharp targets
+    loss_fn([torch.zeros(4, k)] * 2, [distinct], 0.04)
+    assert loss_fn.last_target_entropy == pytest.approx(0.0, abs=1e-5)
+    assert loss_fn.last_target_spread == pytest.approx(math.log(4), abs=1e-5)
+
+
+def test_token_head_standardises_per_token_so_a_token_offset_does_not_reach_the_mlp():
+    torch.manual_seed(0)
+    head = DINOHead(16, out_dim=32, hidden_dim=24, bottleneck_dim=8, input_norm=True, tokens=5).train()
+    assert head.input_norm.num_features == 5 * 16
+    x = torch.randn(6, 5, 16)
+    out = head(x)
+    assert out.shape == (6, 5, 32) and out.abs().max() <= 1.0 + 1e-5
+    offset = torch.randn(1, 5, 16) * 50  # a per-(token, feature) constant, the same for every sample
+    torch.testing.assert_close(head(x + offset), out, atol=1e-4, rtol=1e-4)
+    # one token's features are standardised over the batch alone: another token's values do not change them
+    y = x.clone()
+    y[:, 1:] = torch.randn(6, 4, 16) * 7
+    torch.testing.assert_close(head(y)[:, 0], out[:, 0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"tokens=5 expects \(B, 5, D\)"):
+        head(torch.randn(6, 80))

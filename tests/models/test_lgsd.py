@@ -97,3 +97,84 @@ def test_config_errors_name_the_key():
         _lgsd(wieght=1.0)
     with pytest.raises(ValueError, match="eval_with must be 'student' or 'teacher'"):
         _lgsd(eval_with="ema")
+
+
+def test_slot_tokens_distil_each_query_slot_into_the_same_slot_of_the_other_views():
+    torch.manual_seed(0)
+    model = _lgsd(tokens="slots", weight=1.0).train()
+    n_q = model.student.encoder.query_feat.num_embeddings
+    assert model.student_head.tokens == n_q and model.dino.center.shape == (n_q, 32)
+    assert model.student_head.input_norm.num_features == n_q * model.student.encoder.d_model
+    views = _views()
+    feats = model._features(model.student, views["global"])
+    assert feats.shape == (2 * 2, n_q, model.student.encoder.d_model)  # (B·V, n_q, C)
+    loss = model.distillation_loss(views)
+    assert 0 < float(loss.detach()) < math.log(32) + 2 / 0.1
+    assert model.schedule_scalars()["lgsd_target_spread"] >= 0
+    loss.backward()
+    assert sum(float(p.grad.abs().sum()) for p in model.student.encoder.parameters() if p.grad is not None) > 0
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+    # the same loss by hand: teacher slot s of global view i against student slot s of every other view
+    model.eval()  # no centre update, running statistics in both heads
+    glob, loc = views["global"], views["local"]
+    with torch.no_grad():
+        s_all = model.student_head(torch.cat([model._features(model.student, glob),
+                                              model._features(model.student, loc)]))
+        t_all = model.teacher_head(model._features(model.teacher, glob))
+        got = model.distillation_loss(views)
+    s_views = [s_all[:4].view(2, 2, n_q, -1)[:, v] for v in range(2)] + [s_all[4:].view(2, 3, n_q, -1)[:, v]
+                                                                         for v in range(3)]
+    t_views = [t_all.view(2, 2, n_q, -1)[:, v] for v in range(2)]
+    total, pairs = 0.0, 0
+    for i, t in enumerate(t_views):
+        q = ((t - model.dino.center) / model.teacher_temp()).softmax(-1)
+        for j, s in enumerate(s_views):
+            if j != i:
+                total += float((-q * (s / 0.1).log_softmax(-1)).sum(-1).mean())
+                pairs += 1
+    assert float(got) == pytest.approx(total / pairs, rel=1e-5)
+    # shuffling the teacher's slots changes the loss: slots are matched by index, not pooled
+    perm = torch.roll(torch.arange(n_q), 1)
+    shuffled = 0.0
+    for i, t in enumerate(t_views):
+        q = ((t[:, perm] - model.dino.center[perm]) / model.teacher_temp()).softmax(-1)
+        shuffled += sum(float((-q * (s / 0.1).log_softmax(-1)).sum(-1).mean()) for j, s in enumerate(s_views)
+                        if j != i)
+    assert abs(shuffled / pairs - total / pairs) > 1e-4
+
+
+def test_tokens_must_be_pooled_or_slots_and_the_pooled_head_keeps_its_checkpoint_shapes():
+    with pytest.raises(ValueError, match="tokens must be 'pooled' or 'slots'"):
+        _lgsd(tokens="patches")
+    model = _lgsd()
+    enc = model.student.encoder
+    assert model.dino.center.shape == (1, 32)  # the shape every earlier LGSD checkpoint holds
+    assert model.student_head.input_norm.num_features == enc.query_feat.num_embeddings * enc.d_model
+
+
+
+def test_per_view_head_statistics_standardise_global_and_local_views_apart_in_student_and_teacher():
+    torch.manual_seed(0)
+    model = _lgsd(head_norm_stats="per_view").train()
+    head, teacher_head = model.student_head, model.teacher_head
+    assert head.input_norm.running_mean is None and teacher_head.input_norm.running_mean is None
+    views = _views()
+    with torch.no_grad():
+        g = model._features(model.teacher, views["global"])
+        # the eval-mode teacher head standardises its batch by that batch's own statistics
+        z = (g - g.mean(0)) / g.var(0, unbiased=False).add(1e-5).sqrt()
+        want = teacher_head.last(torch.nn.functional.normalize(teacher_head.mlp(z), dim=-1))
+        torch.testing.assert_close(teacher_head(g), want, atol=1e-5, rtol=1e-4)
+        model.eval()  # no centre update: the loss can be recomputed by hand
+        got = model.distillation_loss(views)
+        s_g = model.student_head(model._features(model.student, views["global"]))  # global views alone
+        s_l = model.student_head(model._features(model.student, views["local"]))   # local views alone
+        student = model._per_view(s_g, 2) + model._per_view(s_l, 2)
+        want = model.dino(student, model._per_view(teacher_head(g), 2), model.teacher_temp())
+        torch.testing.assert_close(got, want)
+        joint = model.student_head(torch.cat([model._features(model.student, views["global"]),
+                                              model._features(model.student, views["local"])]))
+        assert not torch.allclose(joint[:len(s_g)], s_g, atol=1e-3)  # one joint call would mix the statistics
+    with pytest.raises(ValueError, match="head_norm_stats must be 'running' or 'per_view'"):
+        _lgsd(head_norm_stats="global")
