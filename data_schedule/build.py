@@ -1,8 +1,6 @@
 """Data loaders from config: catalog names -> metas -> mapper -> collated batches."""
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -10,26 +8,9 @@ from core import comm
 from core.catalog import DatasetCatalog, MetadataCatalog
 from core.errors import ConfigError
 from core.registry import MAPPERS, build
+from core.structures import collate  # noqa: F401  (re-exported: the loaders' collate_fn)
 from data_schedule.samplers import InferenceSampler, TrainingSampler
 from data_schedule.sources.nifti import DataError
-
-_STACK_KEYS = ("video", "masks", "has_ann", "frame_idx", "global", "local")
-
-
-def collate(samples: list[dict]) -> dict[str, Any]:
-    """Stack the tensor fields (``video`` B×T×3×H×W, ``masks`` B×K×T×H×W, ``has_ann``/``frame_idx`` B×T, LGSD's
-    ``global``/``local`` views B×V×T×3×H×W; a dict of tensors, e.g. LGSD's ``frame_idx``, stacks per key);
-    other fields (``meta``, ``gt_full`` of varying sizes, ...) become lists."""
-    out: dict[str, Any] = {}
-    for key in samples[0]:
-        vals = [s[key] for s in samples]
-        if key not in _STACK_KEYS:
-            out[key] = vals
-        elif isinstance(vals[0], dict):
-            out[key] = {k: torch.stack([v[k] for v in vals]) for k in vals[0]}
-        else:
-            out[key] = torch.stack(vals)
-    return out
 
 
 class MappedDataset(Dataset):

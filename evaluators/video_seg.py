@@ -1,15 +1,16 @@
-"""Video segmentation evaluator: one scored (annotated) frame per sample, per-class Dice / IoU at native resolution.
+"""Video segmentation evaluator: the scored frames of each sample (``batch["scored"]``, one for an 11-frame test
+clip, several for a whole video), per-class Dice / IoU at native resolution.
 
 Flow: ``reset()`` -> ``process(batch, outputs)`` per batch -> ``evaluate()``. ``process`` keeps a few integers per
-sample (per-class intersection and areas, from ``evaluators.metrics``); ``evaluate`` gathers them from every rank,
-counts each ``sample_id`` once and reduces:
+scored frame (per-class intersection and areas, from ``evaluators.metrics``); ``evaluate`` gathers them from every
+rank, counts each (``sample_id``, frame) once and reduces:
 
-- ``Dice_<c>`` / ``IoU_<c>``: mean over samples of the sample's score for class c, samples where c is absent from
-  both prediction and ground truth left out (NaN); ``mDice`` / ``mIoU``: mean of those over classes.
-- ``frame_mDice`` / ``frame_mIoU``: mean over samples of the sample's mean over its present classes (a frame with
-  no class in either prediction or ground truth has no score and is left out).
+- ``Dice_<c>`` / ``IoU_<c>``: mean over scored frames of the frame's score for class c, frames where c is absent
+  from both prediction and ground truth left out (NaN); ``mDice`` / ``mIoU``: mean of those over classes.
+- ``frame_mDice`` / ``frame_mIoU``: mean over scored frames of the frame's mean over its present classes (a frame
+  with no class in either prediction or ground truth has no score and is left out).
 - ``video_mDice`` / ``video_mIoU``: mean over videos of the video's mean ``frame_mDice`` / ``frame_mIoU``.
-- ``num_samples``, ``num_videos``.
+- ``num_samples`` (distinct samples), ``num_scored_frames``, ``num_videos``.
 
 A metric with nothing to average (e.g. a class absent from the whole dataset) is NaN in the returned dict and
 ``null`` in ``metrics.json``. Every rank returns the same dict; only the main process writes files.
@@ -89,41 +90,50 @@ class VideoSegEvaluator:
 
     @torch.no_grad()
     def process(self, batch: dict, outputs: dict) -> None:
-        """batch: ``video`` B×T×3×H×W, ``has_ann`` B×T, ``frame_idx`` B×T, ``meta`` (B dicts), ``gt_full`` (B tensors
-        H0×W0, labels 0..K); outputs: ``probs`` B×T×K×H×W (per-class probabilities, background excluded)."""
+        """batch (``core.structures.Batch``): ``video`` B×T×3×H×W, ``scored`` B×T, ``has_ann`` B×T, ``frame_idx``
+        B×T, ``meta`` (B dicts), ``gt_full`` (per sample S×H0×W0 labels 0..K of its S scored frames, in clip order);
+        outputs: ``probs`` B×T×K×H×W (per-class probabilities, background excluded)."""
         probs = outputs["probs"]
         num_classes = len(self.class_names)
         if probs.dim() != 5 or probs.shape[2] != num_classes:
             raise ValueError(f"{self.dataset_name}: probs must be B×T×{num_classes}×H×W, got {tuple(probs.shape)}")
         for b, meta in enumerate(batch["meta"]):
-            t = int(meta["clip_t"])
-            if "has_ann" in batch and not bool(batch["has_ann"][b, t]):
-                raise ValueError(f"{self.dataset_name}: sample {meta['sample_id']} scores clip frame {t}, "
-                                 "which has no annotation (has_ann is False)")
-            gt = torch.as_tensor(batch["gt_full"][b])
-            p = probs[b, t].float()  # K×H×W
-            if tuple(p.shape[-2:]) != tuple(gt.shape):
-                p = F.interpolate(p[None], size=tuple(gt.shape), mode="bilinear", align_corners=False)[0]
-            inter, pred_area, gt_area = seg_stats(probs_to_labels(p), gt, num_classes)
             sid = int(meta["sample_id"])
-            self._records.append(dict(sample_id=sid, video_id=str(meta["video_id"]), site=str(meta.get("site", "")),
-                                      frame_idx=int(meta["frame_idx"]), inter=inter, pred_area=pred_area,
-                                      gt_area=gt_area))
+            ts = [int(t) for t in torch.as_tensor(batch["scored"][b]).nonzero().flatten()]
+            if not ts:
+                raise ValueError(f"{self.dataset_name}: sample {sid} has no scored frame (scored is all False)")
+            if "has_ann" in batch and not bool(batch["has_ann"][b, ts].all()):
+                raise ValueError(f"{self.dataset_name}: sample {sid} scores clip frames {ts}, some of which have "
+                                 "no annotation (has_ann is False)")
+            gts = torch.as_tensor(batch["gt_full"][b])
+            if gts.dim() != 3 or len(gts) != len(ts):
+                raise ValueError(f"{self.dataset_name}: sample {sid}: gt_full must be S×H0×W0 with S = {len(ts)} "
+                                 f"scored frames, got {tuple(gts.shape)}")
+            frame_idx = batch["frame_idx"][b].tolist() if "frame_idx" in batch else None
+            for t, gt in zip(ts, gts):
+                p = probs[b, t].float()  # K×H×W
+                if tuple(p.shape[-2:]) != tuple(gt.shape):
+                    p = F.interpolate(p[None], size=tuple(gt.shape), mode="bilinear", align_corners=False)[0]
+                inter, pred_area, gt_area = seg_stats(probs_to_labels(p), gt, num_classes)
+                self._records.append(dict(
+                    sample_id=sid, t=t, video_id=str(meta["video_id"]), site=str(meta.get("site", "")),
+                    frame_idx=int(frame_idx[t]) if frame_idx is not None else int(meta["frame_idx"]),
+                    inter=inter, pred_area=pred_area, gt_area=gt_area))
             if self.output_dir is not None and sid in self.vis_ids:
                 frames = (batch["video"][b].float().clamp(0, 1) * 255).round().to(torch.uint8)  # T×3×H×W
                 self._vis.append(dict(
-                    sample_id=sid, video_id=str(meta["video_id"]), frame_idx=int(meta["frame_idx"]), clip_t=t,
+                    sample_id=sid, video_id=str(meta["video_id"]), frame_idx=int(meta["frame_idx"]),
                     frames=frames.permute(0, 2, 3, 1).cpu().numpy(),  # T×H×W×3 RGB
                     pred=probs_to_labels(probs[b].float()).to(torch.uint8).cpu().numpy(),  # T×H×W
-                    gt=gt.to(torch.uint8).cpu().numpy(),  # H0×W0
-                    clip_frame_idx=batch["frame_idx"][b].tolist() if "frame_idx" in batch else None))
+                    gt={t: g.to(torch.uint8).cpu().numpy() for t, g in zip(ts, gts)},  # scored t -> H0×W0
+                    clip_frame_idx=frame_idx))
 
     def evaluate(self) -> dict[str, float]:
         """Gather from all ranks, reduce, write files on the main process; returns ``{metric: float | int}``."""
         gathered = comm.all_gather_object((self._records, self._vis))
-        records = _unique_by_id(r for recs, _ in gathered for r in recs)
+        records = _unique_by_id((r for recs, _ in gathered for r in recs), key=("sample_id", "t"))
         vis = _unique_by_id(v for _, vs in gathered for v in vs)
-        n = len(records)
+        n = len({r["sample_id"] for r in records})
         if n == 0:
             raise RuntimeError(f"{self.dataset_name}: no samples were processed; nothing to evaluate")
         if self.num_samples is not None and n != self.num_samples:
@@ -170,7 +180,8 @@ class VideoSegEvaluator:
             frame_mDice=float(_nanmean(frame_dice)), frame_mIoU=float(_nanmean(frame_iou)),
             video_mDice=float(_nanmean(np.array([row["mDice"] for row in per_video]))),
             video_mIoU=float(_nanmean(np.array([row["mIoU"] for row in per_video]))),
-            num_samples=len(records), num_videos=len(per_video))
+            num_samples=len({r["sample_id"] for r in records}), num_scored_frames=len(records),
+            num_videos=len(per_video))
         return results, per_sample, per_video
 
     def _write(self, results: dict, per_sample: list[dict], per_video: list[dict], vis: list[dict]) -> None:
@@ -183,7 +194,7 @@ class VideoSegEvaluator:
         _atomic_write_text(out / "per_sample.csv", _to_csv(per_sample))
         for v in vis:
             name = f"{v['video_id'].replace('/', '_')}_f{v['frame_idx']}.mp4"
-            frames = render_overlay(v["frames"], v["pred"], v["gt"], v["clip_t"], self.class_names, self.colors,
+            frames = render_overlay(v["frames"], v["pred"], v["gt"], self.class_names, self.colors,
                                     frame_indices=v["clip_frame_idx"])
             write_video(out / "vis" / name, frames, self.vis_fps)
 
@@ -191,11 +202,11 @@ class VideoSegEvaluator:
 EVALUATORS._do_register("video_seg", VideoSegEvaluator)
 
 
-def _unique_by_id(items) -> list[dict]:
-    """First occurrence of each ``sample_id`` (a padded distributed sampler repeats samples), sorted by id."""
-    seen: dict[int, dict] = {}
+def _unique_by_id(items, key: tuple[str, ...] = ("sample_id",)) -> list[dict]:
+    """First occurrence of each ``key`` (a padded distributed sampler repeats samples), sorted by it."""
+    seen: dict[tuple, dict] = {}
     for it in items:
-        seen.setdefault(it["sample_id"], it)
+        seen.setdefault(tuple(it[k] for k in key), it)
     return [seen[k] for k in sorted(seen)]
 
 
@@ -214,15 +225,15 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def render_overlay(frames: np.ndarray, pred: np.ndarray, gt: np.ndarray | None, scored_t: int,
+def render_overlay(frames: np.ndarray, pred: np.ndarray, gt: dict[int, np.ndarray] | None,
                    class_names: list[str], colors: list[tuple[int, int, int]], alpha: float = 0.45,
                    frame_indices: list[int] | None = None, min_size: int = 256) -> np.ndarray:
     """Overlay predicted labels on a grey clip (upscaled so that its shorter side is at least ``min_size``,
     keeping the legend readable for small model resolutions).
 
-    frames: T×H×W×3 uint8 RGB; pred: T×H×W labels 0..K; gt: labels of frame ``scored_t`` at any size (resized
-    nearest to H×W) or None; colors: RGB per class. Returns T×H×W×3 uint8 **BGR** (OpenCV order): predicted
-    classes blended in their colour, a legend of class names in their colours, and on the scored frame the
+    frames: T×H×W×3 uint8 RGB; pred: T×H×W labels 0..K; gt: {scored clip frame t: its labels at any size (resized
+    nearest to H×W)} or None; colors: RGB per class. Returns T×H×W×3 uint8 **BGR** (OpenCV order): predicted
+    classes blended in their colour, a legend of class names in their colours, and on each scored frame the
     ground-truth contours plus the word "annotated".
     """
     t_len, h, w = pred.shape
@@ -240,20 +251,20 @@ def render_overlay(frames: np.ndarray, pred: np.ndarray, gt: np.ndarray | None, 
     scale = max(0.3, min(h, w) / 700)
     line = int(26 * scale) + 2
     font = cv2.FONT_HERSHEY_SIMPLEX
-    gt_small = None if gt is None else cv2.resize(gt.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    gt_small = {t: cv2.resize(g.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+                for t, g in (gt or {}).items()}
     for t in range(t_len):
         img = out[t]
         for k, name in enumerate(class_names):
             cv2.putText(img, name, (4, line * (k + 1)), font, scale, tuple(int(v) for v in lut[k + 1]), 1,
                         cv2.LINE_AA)
         label = f"t={t}" if frame_indices is None else f"frame {frame_indices[t]}"
-        if t == scored_t:
+        if t in gt_small:
             label += "  annotated (GT contour)"
-            if gt_small is not None:
-                for k in range(1, len(class_names) + 1):
-                    contours, _ = cv2.findContours((gt_small == k).astype(np.uint8), cv2.RETR_EXTERNAL,
-                                                   cv2.CHAIN_APPROX_NONE)
-                    cv2.drawContours(img, contours, -1, (255, 255, 255), 1)
+            for k in range(1, len(class_names) + 1):
+                contours, _ = cv2.findContours((gt_small[t] == k).astype(np.uint8), cv2.RETR_EXTERNAL,
+                                               cv2.CHAIN_APPROX_NONE)
+                cv2.drawContours(img, contours, -1, (255, 255, 255), 1)
         cv2.putText(img, label, (4, h - 6), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return out
 

@@ -25,13 +25,13 @@ def batchnorm_to_groupnorm(module: nn.Module, max_groups: int = 32) -> nn.Module
 
 
 def masks_to_labels(masks: torch.Tensor) -> torch.Tensor:
-    """K×... bool one-hot masks (classes 1..K) -> ... long labels in 0..K (0 = background).
+    """...×K×H×W bool per-class masks (classes 1..K) -> ...×H×W long labels in 0..K (0 = background).
 
-    masks: B×K×T×H×W -> B×T×H×W.
+    masks: B×T×K×H×W (the batch layout) -> B×T×H×W.
     """
-    k = masks.shape[1]
-    weights = torch.arange(1, k + 1, device=masks.device).view(1, k, *([1] * (masks.dim() - 2)))
-    return (masks.long() * weights).amax(1)
+    k = masks.shape[-3]
+    weights = torch.arange(1, k + 1, device=masks.device).view(k, 1, 1)
+    return (masks.long() * weights).amax(-3)
 
 
 def sine_embed(pos: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:

@@ -12,15 +12,10 @@ import torch
 from core import comm
 from core.catalog import DatasetCatalog, MetadataCatalog
 from core.registry import EVALUATORS, build
+from core.structures import to_device
 from data_schedule.build import build_test_loader
 
 logger = logging.getLogger(__name__)
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    """Tensors of ``batch`` (and of dicts inside it, e.g. LGSD's unlabelled views) to ``device``."""
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor)
-                else to_device(v, device) if isinstance(v, dict) else v) for k, v in batch.items()}
 
 
 def autocast_context(device: torch.device, amp_cfg) -> contextlib.AbstractContextManager:

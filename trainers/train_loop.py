@@ -25,9 +25,10 @@ from core.config import config_to_container
 from core.errors import ConfigError, TrainingError
 from core.events import JSONWriter, TensorboardWriter, WandbWriter
 from core.registry import MODELS, build
+from core.structures import to_device
 from data_schedule.build import build_train_loader
 from trainers.build import build_optimizer, build_scheduler
-from trainers.evaluation import autocast_context, evaluate_all, to_device
+from trainers.evaluation import autocast_context, evaluate_all
 from trainers.hooks import BestCheckpointer, EvalHook, LoggingHook, PeriodicCheckpointer
 
 logger = logging.getLogger(__name__)

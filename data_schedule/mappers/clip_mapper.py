@@ -1,14 +1,14 @@
 """Mappers: a sample meta (from a register) -> a sample dict of tensors.
 
-Output of both mappers (T = clip length, K = foreground classes, H×W = ``size``):
+Output of both mappers, a ``core.structures.Sample`` (T = clip length, K = foreground classes, H×W = ``size``):
     video     float32 T×3×H×W in [0, 1] (grey repeated to 3 channels)
-    masks     bool    K×T×H×W (class k = label value k + 1), all False on frames without annotation
+    masks     bool    T×K×H×W (class k = label value k + 1), all False on frames without annotation
     has_ann   bool    T, which clip frames carry labels
+    scored    bool    T, which frames evaluation scores: the reference frame (eval mapper), none (train mapper)
     frame_idx long    T, frame numbers in the video
-    meta      dict    video_id, site, frame_idx (reference frame), clip_t (its position in the clip),
-                      num_frames, sample_id
-The eval mapper adds ``gt_full`` (int64 H0×W0): the scored frame's labels at native (fan-cropped) resolution,
-so metrics are computed at the data's own resolution, not the model's.
+    meta      dict    video_id, site, frame_idx (reference frame), num_frames, sample_id
+The eval mapper adds ``gt_full`` (int64 S×H0×W0, S = 1): the scored frame's labels at native (fan-cropped)
+resolution, so metrics are computed at the data's own resolution, not the model's.
 Augmentation parameters are drawn once per clip and applied to every frame (torchvision.transforms.v2 treats a
 ``tv_tensors.Video`` as one image), from a generator seeded by the sample's stream position (deterministic,
 worker-count independent).
@@ -39,15 +39,19 @@ def _read_clip(meta: dict, indices: list[int]) -> tuple[torch.Tensor, torch.Tens
 
 
 def _to_sample(frames: torch.Tensor, labels: torch.Tensor, has_ann: torch.Tensor, indices: list[int],
-               num_classes: int, meta: dict, clip_t: int) -> dict:
+               num_classes: int, meta: dict, scored_t: int | None) -> dict:
     video = frames.float().div_(255.0).expand(-1, 3, -1, -1).contiguous()
-    classes = torch.arange(1, num_classes + 1).view(-1, 1, 1, 1)
+    classes = torch.arange(1, num_classes + 1).view(1, -1, 1, 1)
+    scored = torch.zeros(len(indices), dtype=torch.bool)
+    if scored_t is not None:
+        scored[scored_t] = True
     return dict(
         video=video,
-        masks=labels.unsqueeze(0) == classes,
+        masks=labels.unsqueeze(1) == classes,  # T×K×H×W
         has_ann=has_ann,
+        scored=scored,
         frame_idx=torch.tensor(indices, dtype=torch.long),
-        meta=dict(video_id=meta["video_id"], site=meta["site"], frame_idx=meta["frame_idx"], clip_t=clip_t,
+        meta=dict(video_id=meta["video_id"], site=meta["site"], frame_idx=meta["frame_idx"],
                   num_frames=meta["num_frames"], sample_id=meta["sample_id"]),
     )
 
@@ -84,7 +88,7 @@ class ClipTrainMapper(_ClipMapper):
             torch.manual_seed(seed)
             frames, labels = self.augment(tv_tensors.Video(frames), tv_tensors.Mask(labels))
         return _to_sample(frames.as_subclass(torch.Tensor), labels.as_subclass(torch.Tensor), has_ann, indices,
-                          self.num_classes, meta, t)
+                          self.num_classes, meta, None)
 
 
 @MAPPERS.register()
@@ -98,7 +102,7 @@ class ClipEvalMapper(_ClipMapper):
     def __call__(self, meta: dict, seed: int | None = None) -> dict:
         indices, t = self.frame_sampler(meta["frame_idx"], meta["num_frames"], self.clip_len, None)
         frames, labels, has_ann = _read_clip(meta, indices)
-        gt_full = labels[t].clone()
+        gt_full = labels[t:t + 1].clone()  # S×H0×W0, S = 1
         frames = v2.functional.resize(frames, list(self.size), antialias=True)
         labels = v2.functional.resize(labels[:, None], list(self.size),
                                       interpolation=v2.InterpolationMode.NEAREST)[:, 0]

@@ -293,14 +293,14 @@ def semantic_inference(pred_logits: torch.Tensor, pred_masks: torch.Tensor,
     return torch.einsum("bqk,bqthw->btkhw", cls, masks.sigmoid()).clamp(0.0, 1.0)
 
 
-def build_video_targets(masks_KTHW: torch.Tensor, has_ann: torch.Tensor) -> list[dict]:
-    """Set targets from per-class masks (B, K, T, H, W) bool (foreground classes only, no background channel) and
-    annotation flags (B, T) bool: per clip one target per class present in an annotated frame ->
-    [{"labels": (n,) long, "masks": (n, T, H, W) bool (zero on unannotated frames), "frame_valid": (T,) bool}].
+def build_video_targets(masks_TKHW: torch.Tensor, has_ann: torch.Tensor) -> list[dict]:
+    """Set targets from per-class masks (B, T, K, H, W) bool (the batch layout; foreground classes only, no
+    background channel) and annotation flags (B, T) bool: per clip one target per class present in an annotated
+    frame -> [{"labels": (n,) long, "masks": (n, T, H, W) bool (zero on unannotated frames), "frame_valid": (T,) bool}].
 
-    From a label map L (B, T, H, W) with 0 = background: ``F.one_hot(L, K + 1)[..., 1:].permute(0, 4, 1, 2, 3)``.
+    From a label map L (B, T, H, W) with 0 = background: ``F.one_hot(L, K + 1)[..., 1:].permute(0, 1, 4, 2, 3)``.
     """
-    masks = masks_KTHW.bool()
+    masks = masks_TKHW.bool().transpose(1, 2)  # (B, K, T, H, W): one target per class
     has_ann = torch.as_tensor(has_ann, device=masks.device).bool()
     B, K, T = masks.shape[:3]
     if has_ann.shape != (B, T):

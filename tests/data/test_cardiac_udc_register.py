@@ -75,14 +75,15 @@ def test_eval_mapper_centres_the_annotated_frame_and_keeps_native_gt(synth_root)
         s = mapper(meta)
         assert s["video"].shape == (11, 3, 64, 64) and s["video"].dtype == torch.float32
         assert 0 <= s["video"].min() and s["video"].max() <= 1
-        assert s["masks"].shape == (4, 11, 64, 64) and s["masks"].dtype == torch.bool
-        assert s["meta"]["clip_t"] == 5 and s["frame_idx"][5] == meta["frame_idx"] and s["has_ann"][5]
+        assert s["masks"].shape == (11, 4, 64, 64) and s["masks"].dtype == torch.bool
+        assert s["scored"].nonzero().flatten().tolist() == [5]  # only the centre frame is scored
+        assert s["frame_idx"][5] == meta["frame_idx"] and s["has_ann"][5] and "clip_t" not in s["meta"]
         cache = meta["cache"]
-        assert s["gt_full"].shape == (cache.height, cache.width)
-        assert torch.equal(s["gt_full"], torch.from_numpy(cache.labels()[meta["frame_idx"]].astype(np.int64)))
+        assert s["gt_full"].shape == (1, cache.height, cache.width)
+        assert torch.equal(s["gt_full"][0], torch.from_numpy(cache.labels()[meta["frame_idx"]].astype(np.int64)))
         assert set(s["gt_full"].unique().tolist()) == {0, 1, 2, 3, 4}
-        assert s["masks"][:, 5].any(dim=(1, 2)).all()  # all four chambers on the annotated frame
-        assert not s["masks"][:, ~s["has_ann"]].any()  # no labels on unannotated frames
+        assert s["masks"][5].any(dim=(1, 2)).all()  # all four chambers on the annotated frame
+        assert not s["masks"][~s["has_ann"]].any()  # no labels on unannotated frames
 
 
 def test_train_mapper_is_deterministic_per_seed_and_collates(synth_root):
@@ -91,10 +92,10 @@ def test_train_mapper_is_deterministic_per_seed_and_collates(synth_root):
     a, b, c = mapper(meta, seed=5), mapper(meta, seed=5), mapper(meta, seed=6)
     assert torch.equal(a["video"], b["video"]) and torch.equal(a["masks"], b["masks"])
     assert not torch.equal(a["video"], c["video"])
-    assert a["video"].shape == (7, 3, 48, 56) and a["masks"].shape == (4, 7, 48, 56)
-    assert a["has_ann"][3] and a["masks"][:, 3].any()
+    assert a["video"].shape == (7, 3, 48, 56) and a["masks"].shape == (7, 4, 48, 56)
+    assert a["has_ann"][3] and a["masks"][3].any() and not a["scored"].any()
     batch = collate([a, c])
-    assert batch["video"].shape == (2, 7, 3, 48, 56) and batch["masks"].shape == (2, 4, 7, 48, 56)
+    assert batch["video"].shape == (2, 7, 3, 48, 56) and batch["masks"].shape == (2, 7, 4, 48, 56)
     assert isinstance(batch["meta"], list) and len(batch["meta"]) == 2
 
 

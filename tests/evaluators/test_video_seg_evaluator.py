@@ -28,16 +28,17 @@ def make_batch(samples: list[dict], t_len: int = 3, clip_t: int = 1) -> tuple[di
     for s in samples:
         p = s["probs"] if "probs" in s else one_hot_probs(s["pred"])[None].repeat(t_len, 1, 1, 1)
         probs.append(p)
-        gts.append(s["gt"].long())
+        gts.append(s["gt"].long()[None])  # S×H0×W0, S = 1
         metas.append(dict(sample_id=s["sample_id"], video_id=s["video_id"], site=s.get("site", "Site_A"),
-                          frame_idx=10 + s["sample_id"], clip_t=clip_t, num_frames=40))
+                          frame_idx=10 + s["sample_id"], num_frames=40))
     probs = torch.stack(probs)  # B×T×K×H×W
     b, t, _, h, w = probs.shape
     g = torch.Generator().manual_seed(0)
-    batch = dict(video=torch.rand(b, t, 3, h, w, generator=g), masks=probs.permute(0, 2, 1, 3, 4) > 0.5,
-                 has_ann=torch.zeros(b, t, dtype=torch.bool), frame_idx=torch.arange(t).repeat(b, 1) + 5,
-                 meta=metas, gt_full=gts)
+    batch = dict(video=torch.rand(b, t, 3, h, w, generator=g), masks=probs > 0.5,
+                 has_ann=torch.zeros(b, t, dtype=torch.bool), scored=torch.zeros(b, t, dtype=torch.bool),
+                 frame_idx=torch.arange(t).repeat(b, 1) + 5, meta=metas, gt_full=gts)
     batch["has_ann"][:, clip_t] = True
+    batch["scored"][:, clip_t] = True
     return batch, dict(probs=probs)
 
 
@@ -111,7 +112,7 @@ def test_files_written_with_expected_keys(tmp_path):
     run(VideoSegEvaluator("toy", CLASSES, output_dir=tmp_path, num_vis=0), make_batch(PARTIAL))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     expected = {"mDice", "mIoU", "frame_mDice", "frame_mIoU", "video_mDice", "video_mIoU", "num_samples",
-                "num_videos"} | {f"{m}_{c}" for m in ("Dice", "IoU") for c in CLASSES}
+                "num_scored_frames", "num_videos"} | {f"{m}_{c}" for m in ("Dice", "IoU") for c in CLASSES}
     assert set(metrics) == expected and metrics["num_samples"] == 3
     with open(tmp_path / "per_video.csv") as f:
         rows = list(csv.DictReader(f))
@@ -146,6 +147,32 @@ def test_scoring_an_unannotated_frame_is_an_error():
     batch["has_ann"][:] = False
     with pytest.raises(ValueError, match="no annotation"):
         VideoSegEvaluator("toy", CLASSES).process(batch, outputs)
+
+
+def test_a_sample_with_several_scored_frames_scores_like_one_sample_per_frame(tmp_path):
+    # one "whole video" sample scoring clip frames 0 and 2 (PRED0 vs GT0, GT1 vs GT1) against two one-frame samples
+    probs = torch.stack([one_hot_probs(PRED0), one_hot_probs(PRED0), one_hot_probs(GT1)])[None]  # 1×3×K×4×4
+    batch = dict(video=torch.rand(1, 3, 3, 4, 4), masks=probs > 0.5, has_ann=torch.tensor([[True, False, True]]),
+                 scored=torch.tensor([[True, False, True]]), frame_idx=torch.tensor([[7, 8, 9]]),
+                 meta=[dict(sample_id=0, video_id="Site_A/p1", site="Site_A", frame_idx=7, num_frames=40)],
+                 gt_full=[torch.stack([GT0, GT1])])
+    whole = run(VideoSegEvaluator("toy", CLASSES, output_dir=tmp_path, num_samples=1, num_vis=1),
+                (batch, dict(probs=probs)))
+    per_frame = run(VideoSegEvaluator("toy", CLASSES, num_samples=2), make_batch(PARTIAL[:2]))
+    for k in ("mDice", "mIoU", "Dice_LV", "Dice_LA", "frame_mDice", "video_mDice"):
+        assert whole[k] == pytest.approx(per_frame[k]), k
+    assert whole["num_samples"] == 1 and whole["num_scored_frames"] == 2 and per_frame["num_scored_frames"] == 2
+    with open(tmp_path / "per_sample.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["sample_id"], r["frame_idx"]) for r in rows] == [("0", "7"), ("0", "9")]  # one row per scored frame
+    assert float(rows[0]["Dice_LA"]) == pytest.approx(6 / 7, abs=1e-6)
+    assert len(list((tmp_path / "vis").glob("*.mp4"))) == 1
+    bad = {**batch, "gt_full": [GT0[None]]}  # one ground truth for two scored frames
+    with pytest.raises(ValueError, match=r"gt_full must be S×H0×W0 with S = 2 scored frames, got \(1, 4, 4\)"):
+        VideoSegEvaluator("toy", CLASSES).process(bad, dict(probs=probs))
+    with pytest.raises(ValueError, match="sample 0 has no scored frame"):
+        VideoSegEvaluator("toy", CLASSES).process({**batch, "scored": torch.zeros(1, 3, dtype=torch.bool)},
+                                                  dict(probs=probs))
 
 
 def test_overlay_video_written_and_readable(tmp_path):

@@ -34,14 +34,14 @@ def _batch(b=2, t=4, size=64, k=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     video = torch.rand(b, t, 3, size, size, generator=g)
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    masks = torch.zeros(b, k, t, size, size, dtype=torch.bool)
+    masks = torch.zeros(b, t, k, size, size, dtype=torch.bool)  # B×T×K×H×W
     for c in range(k):  # four quadrants, one class each, brighter in the image
         sel = ((yy < size // 2) == (c < 2)) & ((xx < size // 2) == (c % 2 == 0))
-        masks[:, c, :, sel] = True
+        masks[:, :, c, sel] = True
         video[:, :, :, sel] = video[:, :, :, sel] * 0.3 + 0.2 * c
     has_ann = torch.zeros(b, t, dtype=torch.bool)
     has_ann[:, t // 2] = True
-    masks[~has_ann[:, None].expand(-1, k, -1)] = False
+    masks[~has_ann] = False
     return {"video": video, "masks": masks, "has_ann": has_ann}
 
 

@@ -353,7 +353,7 @@ def test_build_video_targets():
     m[0, 2, 2, 1, 1] = True     # class 2 on annotated frame 2
     m[1, 1, 3] = True           # clip 1 has nothing annotated where class 1 is
     has_ann = torch.tensor([[True, False, True, False], [True, True, False, False]])
-    tg = build_video_targets(m, has_ann)
+    tg = build_video_targets(m.transpose(1, 2), has_ann)  # the batch layout B×T×K×H×W
     assert tg[0]["labels"].tolist() == [0, 2] and tg[0]["labels"].dtype == torch.long
     assert tg[0]["masks"].shape == (2, T, H, W) and tg[0]["masks"].dtype == torch.bool
     assert tg[0]["masks"][0, 0].sum() == 4 and not tg[0]["masks"][:, 1].any()
