@@ -285,7 +285,7 @@ def test_avi_mjpg_round_trip_within_codec_tolerance(tmp_path):
     frames = smooth_rgb()
     r = read_avi(write_video(tmp_path / "m.avi", frames, 50, "MJPG"))
     assert r.frames.shape == frames.shape and r.fps == 50.0
-    err = np.abs(r.frames.astype(int) - frames)  # (a swapped R/B would put the mean error near 60)
+    err = np.abs(r.frames.astype(int) - frames)  # (R and B swapped: a mean error near 36)
     assert err.mean() < 3 and np.percentile(err, 99) < 16
 
 
