@@ -57,8 +57,11 @@ def _pair(image: np.ndarray, image_path: Path, label: np.ndarray | None, label_p
 
 # ------------------------------------------------------------------------------------------------ NIfTI
 
-def _nifti_to_thw(arr: np.ndarray, path: Path, kind: str) -> np.ndarray:
-    """nibabel (W, H), (W, H, T) or (W, H, T, C) -> (T, H, W) or (T, H, W, C)."""
+def _nifti_to_thw(arr: np.ndarray, path: Path, kind: str, header) -> np.ndarray:
+    """nibabel (W, H), (W, H, T) or (W, H, T, C) -> (T, H, W) or (T, H, W, C).
+
+    A 4th axis is read as colour only when it clearly is: 3 or 4 long and either a vector / RGB intent or no time
+    unit in the header (a 4-D file with a time unit is a 3-D + time series, not a video)."""
     if arr.dtype.names is not None:  # RGB24 / RGBA32 NIfTI: a structured dtype with one field per channel
         arr = np.stack([arr[name] for name in arr.dtype.names], axis=-1)
         if arr.ndim == 3:  # (W, H, C): a single colour frame
@@ -71,10 +74,12 @@ def _nifti_to_thw(arr: np.ndarray, path: Path, kind: str) -> np.ndarray:
         return np.ascontiguousarray(arr.T[None])  # (W, H) -> (1, H, W)
     if arr.ndim == 3:
         return np.ascontiguousarray(arr.transpose(2, 1, 0))  # (W, H, T) -> (T, H, W)
-    if arr.ndim == 4 and arr.shape[3] in (3, 4):
+    intent, time_unit = header.get_intent()[0], header.get_xyzt_units()[1]
+    colour = intent in ("vector", "rgb vector", "rgba vector") or time_unit == "unknown"
+    if arr.ndim == 4 and arr.shape[3] in (3, 4) and colour:
         return np.ascontiguousarray(arr.transpose(2, 1, 0, 3))  # (W, H, T, C) -> (T, H, W, C)
     raise DataError(f"{kind} file {path}: shape {arr.shape} is not a video; expected (W, H), (W, H, T) or "
-                    f"(W, H, T, C) with C = 3 or 4 colour channels")
+                    f"(W, H, T, C) with C = 3 or 4 colour channels and no time unit")
 
 
 def _load_nifti(path: Path, kind: str):
@@ -87,7 +92,7 @@ def _load_nifti(path: Path, kind: str):
         arr = np.asarray(img.dataobj)  # stored dtype; float only if the header asks for intensity scaling
     except Exception as e:  # truncated gzip, bad header, not a NIfTI file
         raise DataError(f"Cannot read {kind} file {path} as NIfTI: {type(e).__name__}: {e}") from None
-    return img, _nifti_to_thw(arr, path, kind)
+    return img, _nifti_to_thw(arr, path, kind, img.header)
 
 
 def _nifti_spacing(img) -> tuple[float, float] | None:

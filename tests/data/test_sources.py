@@ -33,7 +33,7 @@ def save_nifti(path, data_whx, zooms=None, units=None):
     if zooms is not None:
         img.header.set_zooms(zooms)
     if units is not None:
-        img.header.set_xyzt_units(units)
+        img.header.set_xyzt_units(*([units] if isinstance(units, str) else units))  # space unit[, time unit]
     nib.save(img, str(path))
     return path
 
@@ -116,11 +116,22 @@ def test_nifti_trailing_colour_axis(tmp_path):
     np.testing.assert_array_equal(r.frames[1, 2, 3], data[3, 2, 1])
 
 
-def test_nifti_ambiguous_4d_is_an_error(tmp_path):
-    p = save_nifti(tmp_path / "fmri.nii.gz", np.zeros((5, 4, 3, 2), np.int16))
+def test_nifti_rgb24_volume(tmp_path):
+    data = np.zeros((5, 4, 3), np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")]))  # (W, H, T) of RGB24 voxels
+    data["R"] = np.arange(60).reshape(5, 4, 3)
+    data["B"] = 7
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "rgb24.nii.gz"))
+    r = read_nifti(tmp_path / "rgb24.nii.gz")
+    assert r.frames.shape == (3, 4, 5, 3) and r.frames.dtype == np.uint8
+    assert r.frames[2, 1, 3].tolist() == [int(data["R"][3, 1, 2]), 0, 7]
+
+
+@pytest.mark.parametrize("shape,units", [((5, 4, 3, 2), None), ((5, 4, 3, 3), ("mm", "sec"))])
+def test_nifti_ambiguous_4d_is_an_error(tmp_path, shape, units):
+    p = save_nifti(tmp_path / "fmri.nii.gz", np.zeros(shape, np.int16), units=units)  # 3-D + time, not colour
     with pytest.raises(DataError) as e:
         read_nifti(p)
-    one_line_error(e, p, "(5, 4, 3, 2)", "colour channels")
+    one_line_error(e, p, str(shape), "colour channels")
 
 
 def test_nifti_labels_annotated_modes(tmp_path):
