@@ -163,7 +163,10 @@ def check_resume_config(cfg, run_dir: Path) -> None:
 
 
 def results_table(results: dict[str, dict], title: str = "") -> str:
-    cols = ["mDice", "mIoU", "Dice_LV", "Dice_LA", "Dice_RA", "Dice_RV", "num_samples"]
+    """Markdown table of {dataset: metrics}; the per-class columns are those the evaluators report (each
+    dataset's class names, in their order; a class another dataset lacks is left blank)."""
+    classes = list(dict.fromkeys(k for res in results.values() for k in res if k.startswith("Dice_")))
+    cols = ["mDice", "mIoU", *classes, "num_samples"]
     lines = [title] if title else []
     lines += ["| dataset | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for ds, res in results.items():
@@ -173,11 +176,11 @@ def results_table(results: dict[str, dict], title: str = "") -> str:
 
 
 def set_roots(cfg) -> None:
-    from data_schedule.registers.cardiac_udc import set_bad_sample_policy, set_root
+    import data_schedule  # noqa: F401  (the registers record their families' roots)
+    from core.catalog import BadData, DatasetRoots
 
-    for family, path in (cfg.data.get("roots") or {}).items():
-        set_root(family, path)
-    set_bad_sample_policy(cfg.data.get("bad_sample_policy", "error"))
+    DatasetRoots.configure(cfg.data.get("roots"))
+    BadData.set_policy(cfg.data.get("bad_sample_policy", "error"))
 
 
 def run_train(args, argv) -> None:

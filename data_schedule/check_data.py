@@ -308,9 +308,8 @@ def check_config_datasets(cfg) -> tuple[str, int]:
     Returns ``(report text, number of problems)``. A family whose root cannot be found (e.g. ``DATASET_PATH``
     unset for ``cardiac_udc_*``) counts as one problem; names of other families are listed as not checked.
     """
-    import data_schedule  # noqa: F401  (registers the catalog names and their metadata)
-    from core.catalog import MetadataCatalog
-    from data_schedule.registers import cardiac_udc as reg
+    import data_schedule  # noqa: F401  (registers the catalog names, their metadata and their families' roots)
+    from core.catalog import DatasetRoots, MetadataCatalog
 
     data = cfg.data
     names = list(data.get("train") or []) + list(data.get("evaluate") or [])
@@ -319,7 +318,7 @@ def check_config_datasets(cfg) -> tuple[str, int]:
     unchecked: list[str] = []
     for name in dict.fromkeys(names):
         family = getattr(MetadataCatalog.get(name), "family", None)
-        if family in ("cardiac_udc", *reg.SYNTH_FAMILIES):
+        if family in DatasetRoots.families() and DatasetRoots.checker(family) is not None:
             families.setdefault(family, []).append(name)
         else:
             unchecked.append(name)
@@ -328,19 +327,19 @@ def check_config_datasets(cfg) -> tuple[str, int]:
     problems = 0
     for family, fam_names in families.items():
         if roots.get(family):
-            reg.set_root(family, str(roots.get(family)))
+            DatasetRoots.set(family, str(roots.get(family)))
         title = f"== {family} ({', '.join(fam_names)}) =="
         try:
-            root = reg.dataset_root(family)
+            root = DatasetRoots.get(family)
         except DataError as e:
             blocks.append(f"{title}\nPROBLEM: {e}\n1 problem")
             problems += 1
             continue
-        report = scan_cardiac_udc(root, num_classes=len(reg.CLASSES))
+        report = DatasetRoots.checker(family)(root)
         blocks.append(f"{title}\n{format_report(report)}")
         problems += report["totals"]["problems"]
     if unchecked:
-        blocks.append(f"Not checked (not a CardiacUDC-layout dataset): {', '.join(unchecked)}")
+        blocks.append(f"Not checked (no data check registered for their family): {', '.join(unchecked)}")
     if not families and not unchecked:
         blocks.append("No datasets named in cfg.data.train / cfg.data.evaluate")
     blocks.append(f"Data check: {len(families)} dataset {'family' if len(families) == 1 else 'families'}, "

@@ -189,6 +189,7 @@ class VideoSegEvaluator:
         out.mkdir(parents=True, exist_ok=True)
         # NaN is not JSON: a metric with nothing to average is written as null.
         clean = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in results.items()}
+        clean["class_names"] = self.class_names  # column order for tables (the file's keys are sorted)
         _atomic_write_text(out / "metrics.json", json.dumps(clean, indent=2, sort_keys=True, allow_nan=False))
         _atomic_write_text(out / "per_video.csv", _to_csv(per_video))
         _atomic_write_text(out / "per_sample.csv", _to_csv(per_sample))

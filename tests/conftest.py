@@ -46,8 +46,9 @@ def tiny_config(tmp_path) -> Path:
 def _reset_dataset_roots():
     """Runs set dataset roots/policies from their configs; give every test the defaults back."""
     yield
-    from data_schedule.registers import cardiac_udc
+    import data_schedule  # noqa: F401
+    from core.catalog import BadData, DatasetRoots
 
-    cardiac_udc.set_root("echo_synth", None)
-    cardiac_udc.set_root("cardiac_udc", None)
-    cardiac_udc.set_bad_sample_policy("error")
+    for family in DatasetRoots.families():
+        DatasetRoots.set(family, None)
+    BadData.set_policy("error")

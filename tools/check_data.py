@@ -41,11 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     if args.dataset:
-        from data_schedule.registers.cardiac_udc import dataset_root
+        import data_schedule  # noqa: F401  (the registers record their families' roots)
+        from core.catalog import DatasetRoots
         from data_schedule.sources.nifti import DataError
 
         try:
-            root = Path(dataset_root(args.dataset))
+            root = Path(DatasetRoots.get(args.dataset))
         except DataError as e:
             return _usage_error(str(e))
     else:

@@ -21,10 +21,22 @@ import re
 import sys
 from pathlib import Path
 
-CLASSES = ("LV", "LA", "RA", "RV")
-HEADER = ["run", "model", "dataset", "GFLOPs/clip", "#params", "mDice", "mIoU", *(f"Dice {c}" for c in CLASSES),
-          "iter", "samples"]
+LEGACY_CLASSES = ["LV", "LA", "RA", "RV"]  # metrics.json written before it recorded its class_names (CardiacUDC)
 LINK_HEADER = ["log", "checkpoint", "video"]
+
+
+def class_names(metrics: dict) -> list[str]:
+    """The per-class columns of one metrics.json, in the dataset's class order."""
+    if "class_names" in metrics:
+        return list(metrics["class_names"])
+    found = [k[5:] for k in metrics if k.startswith("Dice_")]
+    return LEGACY_CLASSES if sorted(found) == sorted(LEGACY_CLASSES) else sorted(found)
+
+
+def header(classes: list[str]) -> list[str]:
+    return ["run", "model", "dataset", "GFLOPs/clip", "#params", "mDice", "mIoU", *(f"Dice {c}" for c in classes),
+            "iter", "samples"]
+
 
 
 def _parse_run(arg: str) -> tuple[str, Path]:
@@ -38,9 +50,10 @@ def _link(path: Path | None, base: Path, text: str) -> str:
     return f"[{text}]({Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()})"
 
 
-def rows_for(run: Path, dataset: str | None, label: str | None = None, links_base: Path | None = None
-             ) -> list[list[str]]:
-    """Table rows of one run (one per evaluated dataset). Raises FileNotFoundError naming what is missing."""
+def rows_for(run: Path, dataset: str | None, label: str | None = None, links_base: Path | None = None,
+             classes: list[str] | None = None) -> list[list[str]]:
+    """Table rows of one run (one per evaluated dataset), with a Dice column per name of ``classes`` (default:
+    the dataset's own; a class the dataset lacks is "—"). Raises FileNotFoundError naming what is missing."""
     label = label or run.name
     info_file, eval_dir = run / "model_info.json", run / "eval"
     if not info_file.is_file():
@@ -56,8 +69,9 @@ def rows_for(run: Path, dataset: str | None, label: str | None = None, links_bas
     for f in metric_files:
         m = json.loads(f.read_text())
         row = [label, info["model"], f.parent.name, "n/a" if gf is None else f"{gf:.2f}",
-               f"{info['params'] / 1e6:.2f} M", f"{m['mDice']:.4f}", f"{m['mIoU']:.4f}",
-               *(f"{m[f'Dice_{c}']:.4f}" for c in CLASSES), str(m.get("iteration", "")), str(m["num_samples"])]
+               f"{info['params'] / 1e6:.2f} M", _num(m.get("mDice")), _num(m.get("mIoU")),
+               *(_num(m.get(f"Dice_{c}")) for c in (classes or class_names(m))), str(m.get("iteration", "")),
+               str(m["num_samples"])]
         if links_base is not None:
             ckpt = next((p for p in (run / "checkpoints" / "model_final.pth", run / "checkpoints" / "model_best.pth")
                          if p.exists()), None)
@@ -68,19 +82,35 @@ def rows_for(run: Path, dataset: str | None, label: str | None = None, links_bas
     return out
 
 
+def _num(v) -> str:
+    return "—" if v is None else f"{v:.4f}"
+
+
+def _classes_of(runs: list[str], dataset: str | None) -> list[str]:
+    """Union of the class columns of every evaluation in ``runs``, in first-seen order."""
+    seen: dict[str, None] = {}
+    for arg in runs:
+        _, run = _parse_run(arg)
+        for f in sorted((run / "eval").glob("*/metrics.json")):
+            if dataset is None or f.parent.name == dataset:
+                seen.update(dict.fromkeys(class_names(json.loads(f.read_text()))))
+    return list(seen) or LEGACY_CLASSES
+
+
 def table(runs: list[str], dataset: str | None = None, links_base: Path | None = None, strict: bool = False
           ) -> str:
-    header = HEADER + (LINK_HEADER if links_base is not None else [])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    classes = _classes_of(runs, dataset)
+    head = header(classes) + (LINK_HEADER if links_base is not None else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arg in runs:
         label, run = _parse_run(arg)
         try:
-            rows = rows_for(run, dataset, label, links_base)
+            rows = rows_for(run, dataset, label, links_base, classes)
         except FileNotFoundError as e:
             if strict:
                 raise
             print(f"warning: {e}; shown as missing", file=sys.stderr)
-            rows = [[label] + ["missing"] * (len(header) - 1)]
+            rows = [[label] + ["missing"] * (len(head) - 1)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
 

@@ -17,6 +17,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def _class_names(cfg, k: int) -> list[str]:
+    """The class names of the checkpoint's evaluation data (MetadataCatalog), else 1..K."""
+    import data_schedule  # noqa: F401  (registers the catalog names and their metadata)
+    from core.catalog import DatasetCatalog, MetadataCatalog
+
+    for name in list(cfg.data.get("evaluate") or []) + list(cfg.data.get("train") or []):
+        name = name if isinstance(name, str) else name.get("name")
+        classes = getattr(MetadataCatalog.get(name), "classes", None) if name in DatasetCatalog else None
+        if classes and len(classes) == k:
+            return list(classes)
+    return [str(i) for i in range(1, k + 1)]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--eval_path", required=True, help="checkpoint file (its stored config builds the model)")
@@ -68,7 +81,7 @@ def main(argv=None) -> int:
                 stats = [seg_stats(labels[t], np.asarray(g, np.int64), k) for t, g in gt.items()]
                 dice, _ = dice_iou(*(np.stack(s) for s in zip(*stats)))
                 per_class = np.nanmean(dice, axis=0)
-                names = ["LV", "LA", "RA", "RV"][:k] if k == 4 else [str(i) for i in range(1, k + 1)]
+                names = _class_names(cfg, k)
                 line += f"  ({len(gt)} annotated frames: " + ", ".join(
                     f"Dice_{n} {v:.4f}" for n, v in zip(names, per_class)) + f", mDice {np.nanmean(per_class):.4f})"
             print(line, flush=True)

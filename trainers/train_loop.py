@@ -19,6 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from core import comm
+from core.catalog import BadData
 from core.checkpoint import (CheckpointError, check_model_matches, get_rng_state, remove_stale_temp_files,
                              set_rng_state)
 from core.config import config_to_container
@@ -303,13 +304,12 @@ class Trainer:
         self.scheduler.step()
 
     def _report_skipped(self) -> None:
-        from data_schedule.registers.cardiac_udc import SKIPPED
-
-        if SKIPPED or self.skipped_samples:
-            logger.warning(f"Bad data skipped (data.bad_sample_policy=skip): {len(SKIPPED)} video(s) left out of "
+        skipped = BadData.skipped
+        if skipped or self.skipped_samples:
+            logger.warning(f"Bad data skipped (data.bad_sample_policy=skip): {len(skipped)} video(s) left out of "
                            f"the training lists, {self.skipped_samples} training sample(s) replaced "
                            f"({len(self.bad_files)} file(s)): "
-                           f"{', '.join(sorted({p for p, _ in SKIPPED} | self.bad_files))}")
+                           f"{', '.join(sorted({p for p, _ in skipped} | self.bad_files))}")
 
     def run_evaluation(self) -> dict:
         done = self.iter + 1

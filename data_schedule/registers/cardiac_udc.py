@@ -20,13 +20,11 @@ Site_G_100 + Site_R_126, val Site_G_20 + Site_R_52, test Site_G_29.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
-from core.catalog import DatasetCatalog, MetadataCatalog
-from core.errors import ConfigError
+from core.catalog import BadData, DatasetCatalog, DatasetRoots, MetadataCatalog
 from data_schedule.sources.nifti import DataError, load_video
 
 logger = logging.getLogger(__name__)
@@ -45,39 +43,49 @@ SYNTH_FAMILIES: dict[str, tuple[str, str, str]] = {
     "echo_synth": ("v2", "ECHO_SYNTH_ROOT", "datasets/echo_synth"),
     "echo_synth_v1": ("v1", "ECHO_SYNTH_V1_ROOT", "datasets/echo_synth_v1"),
 }
-# Dataset roots; set_root() (called by main from cfg.data.roots) or the environment override the defaults.
-_ROOTS: dict[str, str | None] = {"cardiac_udc": None, **dict.fromkeys(SYNTH_FAMILIES)}
+FAMILIES = ("cardiac_udc", *SYNTH_FAMILIES)
 
 
-def set_root(prefix: str, path: str | None) -> None:
-    if prefix not in _ROOTS:
-        raise ConfigError(f"Unknown dataset family {prefix!r}; expected one of {sorted(_ROOTS)}")
-    if _ROOTS[prefix] != path:
-        _ROOTS[prefix] = path
-        for name in DatasetCatalog.names():  # roots changed: built lists are stale
-            if name.startswith(prefix + "_"):
-                DatasetCatalog._cache.pop(name, None)
-
-
-def dataset_root(prefix: str) -> Path:
-    """The ``cardiacUDC_dataset`` folder of a family; generates the embedded data on first use (EchoSynth v2 for
-    ``echo_synth``, the v1 preset for ``echo_synth_v1``)."""
-    if prefix in SYNTH_FAMILIES:
-        from data_schedule.synthetic.echo_synth import ensure_echo_synth
-
-        preset, env, default = SYNTH_FAMILIES[prefix]
-        base = _ROOTS[prefix] or os.environ.get(env) or REPO_ROOT / default
-        return Path(ensure_echo_synth(base, preset=preset))
-    base = _ROOTS["cardiac_udc"] or os.environ.get("DATASET_PATH")
+def _resolve_real(base: str | None, how: str) -> Path:
+    """``<base>/cardiacUDC_dataset`` of the real data; ``base`` is ``$DATASET_PATH`` or ``data.roots.cardiac_udc``."""
     if not base:
         raise DataError(
             "CardiacUDC root not set: export DATASET_PATH=/path/holding/cardiacUDC_dataset (or set "
             "data.roots.cardiac_udc), or use the embedded echo_synth_* datasets instead")
     root = Path(base) / "cardiacUDC_dataset"
     if not root.is_dir():
-        raise DataError(f"CardiacUDC folder not found: {root} (DATASET_PATH={base}); expected "
+        raise DataError(f"CardiacUDC folder not found: {root} ({how.lstrip('$')}={base}); expected "
                         f"{root}/Site_G_100/..., or use the embedded echo_synth_* datasets")
     return root
+
+
+def _resolve_synth(preset: str):
+    def resolve(base: str | None, how: str) -> Path:
+        """The embedded copy, generated on first use (EchoSynth v2 for ``echo_synth``, v1 for ``echo_synth_v1``)."""
+        from data_schedule.synthetic.echo_synth import ensure_echo_synth
+
+        return Path(ensure_echo_synth(base, preset=preset))
+    return resolve
+
+
+def _check(root: Path) -> dict:
+    from data_schedule.check_data import scan_cardiac_udc
+
+    return scan_cardiac_udc(root, num_classes=len(CLASSES))
+
+
+def _register_roots() -> None:
+    if "cardiac_udc" not in DatasetRoots.families():
+        DatasetRoots.register("cardiac_udc", _resolve_real, env="DATASET_PATH", check=_check)
+    for family, (preset, env, default) in SYNTH_FAMILIES.items():
+        if family not in DatasetRoots.families():
+            DatasetRoots.register(family, _resolve_synth(preset), env=env, default=str(REPO_ROOT / default),
+                                  check=_check)
+
+
+def dataset_root(prefix: str) -> Path:
+    """The ``cardiacUDC_dataset`` folder of a family (``core.catalog.DatasetRoots``)."""
+    return DatasetRoots.get(prefix)
 
 
 def list_videos(root: Path, sites: list[str]) -> list[dict]:
@@ -97,23 +105,6 @@ def list_videos(root: Path, sites: list[str]) -> list[dict]:
     return out
 
 
-# What to do with a video that cannot be read or fails validation while building a *training* list:
-# "error" (default) raises naming the file; "skip" leaves the video out, logs it and records it in SKIPPED.
-# Evaluation lists never skip. Set from cfg.data.bad_sample_policy by main.
-_BAD_SAMPLE_POLICY = {"policy": "error"}
-SKIPPED: list[tuple[str, str]] = []  # (file, reason) of videos left out under "skip"
-
-
-def set_bad_sample_policy(policy: str) -> None:
-    if policy not in ("error", "skip"):
-        raise ConfigError(f"data.bad_sample_policy must be 'error' or 'skip', got {policy!r}")
-    if _BAD_SAMPLE_POLICY["policy"] != policy or policy == "skip":
-        # lists built under the other policy (or whose skips were already reported) are rebuilt
-        _BAD_SAMPLE_POLICY["policy"] = policy
-        DatasetCatalog.clear_cache()
-    SKIPPED.clear()
-
-
 def _decode(entries: list[dict], may_skip: bool = False) -> list[dict]:
     """Attach the decoded/cached video (frames, annotated frames, crop box) to each entry."""
     out = []
@@ -121,10 +112,10 @@ def _decode(entries: list[dict], may_skip: bool = False) -> list[dict]:
         try:
             v = load_video(e["image_path"], e["label_path"], num_classes=len(CLASSES))
         except DataError as err:
-            if not (may_skip and _BAD_SAMPLE_POLICY["policy"] == "skip"):
+            if not (may_skip and BadData.may_skip()):
                 raise
             logger.warning(f"Skipping a bad training video (data.bad_sample_policy=skip): {err}")
-            SKIPPED.append((e["image_path"], str(err)))
+            BadData.record(e["image_path"], str(err))
             continue
         out.append({**e, "video_id": f"{e['site']}/{e['video']}", "num_frames": v.num_frames,
                     "annotated_frames": v.annotated_frames, "cache": v})
@@ -180,11 +171,12 @@ def load_split(prefix: str, split: str, part: str) -> list[dict]:
 
 
 def register_all() -> None:
-    """Record every split name in the catalogs; nothing is read until a name is used."""
+    """Record every family's root and every split name in the catalogs; nothing is read until a name is used."""
+    _register_roots()
     parts = [("random", "train", "train"), ("random", "test", "evaluate"), ("site", "train", "train"),
              ("site", "val", "evaluate"), ("site", "test", "evaluate"), ("unlabeled", None, "train"),
              ("random_unlabeled", None, "train")]
-    for prefix in ("cardiac_udc", *SYNTH_FAMILIES):
+    for prefix in FAMILIES:
         for split, part, mode in parts:
             name = f"{prefix}_{split}_{part}" if part else f"{prefix}_{split}"
             if name in DatasetCatalog:

@@ -200,10 +200,10 @@ def test_cli_exit_codes(clean_base, tmp_path):
 def test_check_config_datasets(clean_base, monkeypatch):
     from core.catalog import DatasetCatalog
     from core.config import load_config
-    from data_schedule.registers import cardiac_udc as reg
+    from core.catalog import DatasetRoots
 
     monkeypatch.setenv("ECHO_SYNTH_ROOT", str(clean_base))
-    monkeypatch.setitem(reg._ROOTS, "echo_synth", None)
+    DatasetRoots.set("echo_synth", None)
     DatasetCatalog.clear_cache()
     cfg = load_config(REPO / "configs" / "cardiac" / "unet_tiny.py")
     text, n = check_config_datasets(cfg)
@@ -213,7 +213,7 @@ def test_check_config_datasets(clean_base, monkeypatch):
     assert "echo_synth (echo_synth_random_train, echo_synth_random_test)" in text
 
     monkeypatch.delenv("DATASET_PATH", raising=False)
-    monkeypatch.setitem(reg._ROOTS, "cardiac_udc", None)
+    DatasetRoots.set("cardiac_udc", None)
     cfg = load_config(REPO / "configs" / "cardiac" / "unet_tiny.py",
                       ["data.train=[cardiac_udc_random_train]", "data.evaluate=[echo_synth_site_test]"])
     text, n = check_config_datasets(cfg)

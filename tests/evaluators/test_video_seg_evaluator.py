@@ -113,7 +113,8 @@ def test_files_written_with_expected_keys(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     expected = {"mDice", "mIoU", "frame_mDice", "frame_mIoU", "video_mDice", "video_mIoU", "num_samples",
                 "num_scored_frames", "num_videos"} | {f"{m}_{c}" for m in ("Dice", "IoU") for c in CLASSES}
-    assert set(metrics) == expected and metrics["num_samples"] == 3
+    assert set(metrics) == expected | {"class_names"} and metrics["num_samples"] == 3
+    assert metrics["class_names"] == CLASSES  # the table's column order (the file's keys are sorted)
     with open(tmp_path / "per_video.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["video_id", "site", "num_frames_scored"] + [f"Dice_{c}" for c in CLASSES] + \

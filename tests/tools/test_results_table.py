@@ -54,3 +54,36 @@ def test_links_are_relative_to_the_updated_file_and_only_the_marked_block_change
     assert results_table.main([str(run), "--update", str(readme), "--marker", "other"]) == 1
     assert "expected exactly one '<!-- results:other -->'" in capsys.readouterr().err
     assert readme.read_text() == before  # nothing lost on error
+
+
+def test_class_columns_come_from_each_dataset_and_a_missing_class_is_a_dash(tmp_path):
+    cardiac = _run(tmp_path, "cardiac")  # an old metrics.json: no class_names, the CardiacUDC order
+    camus = tmp_path / "output" / "camus"
+    ev = camus / "eval" / "camus_test"
+    ev.mkdir(parents=True)
+    (camus / "model_info.json").write_text(json.dumps({"model": "UNetBaseline", "params": 1_140_000,
+                                                       "gflops_per_clip": None}))
+    (ev / "metrics.json").write_text(json.dumps({
+        "Dice_LA": 0.81, "Dice_LV_endo": 0.93, "Dice_LV_myo": 0.85, "class_names": ["LV_endo", "LV_myo", "LA"],
+        "iteration": 20, "mDice": 0.8633, "mIoU": 0.77, "num_samples": 4}))  # keys sorted, as the evaluator writes
+    lines = results_table.table([str(cardiac), str(camus)]).splitlines()
+    assert lines[0] == ("| run | model | dataset | GFLOPs/clip | #params | mDice | mIoU | Dice LV | Dice LA | Dice RA | "
+                        "Dice RV | Dice LV_endo | Dice LV_myo | iter | samples |")
+    assert lines[2].endswith("| 0.8000 | 0.7000 | 0.7500 | 0.7500 | — | — | 600 | 50 |")
+    assert lines[3] == ("| camus | UNetBaseline | camus_test | n/a | 1.14 M | 0.8633 | 0.7700 | — | 0.8100 | — | — | "
+                        "0.9300 | 0.8500 | 20 | 4 |")
+    only = results_table.table([str(camus)]).splitlines()[0]
+    assert "Dice LV_endo | Dice LV_myo | Dice LA | iter" in only  # the dataset's own order
+
+
+def test_main_results_table_uses_the_evaluators_class_columns():
+    import main
+
+    text = main.results_table({"camus_test": {"mDice": 0.9, "mIoU": 0.8, "Dice_LV_endo": 0.95, "Dice_LA": 0.85,
+                                              "num_samples": 4},
+                               "echo_synth_random_test": {"mDice": 0.8, "mIoU": 0.7, "Dice_LV": 0.8,
+                                                          "num_samples": 42}})
+    lines = text.splitlines()
+    assert lines[0] == "| dataset | mDice | mIoU | Dice_LV_endo | Dice_LA | Dice_LV | num_samples |"
+    assert lines[2] == "| camus_test | 0.9000 | 0.8000 | 0.9500 | 0.8500 |  | 4 |"
+    assert lines[3] == "| echo_synth_random_test | 0.8000 | 0.7000 |  |  | 0.8000 | 42 |"
