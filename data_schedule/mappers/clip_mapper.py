@@ -7,6 +7,7 @@ Output of both mappers, a ``core.structures.Sample`` (T = clip length, K = foreg
     scored    bool    T, which frames evaluation scores: the reference frame (eval mapper), none (train mapper)
     frame_idx long    T, frame numbers in the video
     meta      dict    video_id, site, frame_idx (reference frame), num_frames, sample_id
+Frames come from ``meta["cache"]`` as uint8 T×H×W (grey, repeated to 3 channels) or T×H×W×3 (RGB).
 The eval mapper adds ``gt_full`` (int64 S×H0×W0, S = 1): the scored frame's labels at native (fan-cropped)
 resolution, so metrics are computed at the data's own resolution, not the model's.
 Augmentation parameters are drawn once per clip and applied to every frame (torchvision.transforms.v2 treats a
@@ -22,12 +23,20 @@ from torchvision.transforms import v2
 
 from core.errors import ConfigError
 from core.registry import MAPPERS, SAMPLERS, build
+from data_schedule.sources.nifti import DataError
 
 
 def _read_clip(meta: dict, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(T×1×H×W uint8 frames, T×H×W int64 labels, T bool has_ann) at native cropped resolution."""
+    """(T×C×H×W uint8 frames, C = 1 grey or 3 RGB; T×H×W int64 labels; T bool has_ann) at native (cropped)
+    resolution, from ``meta["cache"]`` (anything with ``image()`` T×H×W[×C] and ``labels()`` {frame: H×W})."""
     cache = meta["cache"]
-    frames = torch.from_numpy(np.ascontiguousarray(cache.image()[indices]))[:, None]
+    raw = np.ascontiguousarray(cache.image()[indices])
+    if raw.dtype != np.uint8:
+        raise DataError(f"{meta['video_id']}: frames are {raw.dtype}; the clip mappers take uint8 frames")
+    frames = torch.from_numpy(raw)
+    frames = frames[:, None] if frames.dim() == 3 else frames.permute(0, 3, 1, 2)
+    if frames.shape[1] not in (1, 3):
+        raise DataError(f"{meta['video_id']}: frames with {frames.shape[1]} channels; expected grey or RGB")
     labels_by_frame = cache.labels() if meta.get("labeled", True) else {}
     labels = torch.zeros(frames.shape[0], *frames.shape[2:], dtype=torch.int64)
     has_ann = torch.zeros(len(indices), dtype=torch.bool)
@@ -40,7 +49,7 @@ def _read_clip(meta: dict, indices: list[int]) -> tuple[torch.Tensor, torch.Tens
 
 def _to_sample(frames: torch.Tensor, labels: torch.Tensor, has_ann: torch.Tensor, indices: list[int],
                num_classes: int, meta: dict, scored_t: int | None) -> dict:
-    video = frames.float().div_(255.0).expand(-1, 3, -1, -1).contiguous()
+    video = frames.float().div_(255.0).expand(-1, 3, -1, -1).contiguous()  # grey repeated to 3 channels
     classes = torch.arange(1, num_classes + 1).view(1, -1, 1, 1)
     scored = torch.zeros(len(indices), dtype=torch.bool)
     if scored_t is not None:
@@ -51,7 +60,7 @@ def _to_sample(frames: torch.Tensor, labels: torch.Tensor, has_ann: torch.Tensor
         has_ann=has_ann,
         scored=scored,
         frame_idx=torch.tensor(indices, dtype=torch.long),
-        meta=dict(video_id=meta["video_id"], site=meta["site"], frame_idx=meta["frame_idx"],
+        meta=dict(video_id=meta["video_id"], site=meta.get("site", ""), frame_idx=meta["frame_idx"],
                   num_frames=meta["num_frames"], sample_id=meta["sample_id"]),
     )
 
