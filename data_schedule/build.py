@@ -80,8 +80,10 @@ def build_train_loader(names: list[str], mapper_cfg: dict, batch_size: int, num_
                       generator=torch.Generator().manual_seed(seed))  # keeps the global RNG untouched
 
 
-def build_test_loader(name: str, mapper_cfg: dict, batch_size: int, num_workers: int) -> DataLoader:
-    metas = DatasetCatalog.get(name)
+def build_test_loader(name: str, mapper_cfg: dict, batch_size: int, num_workers: int,
+                      metas: list[dict] | None = None) -> DataLoader:
+    """Loader over ``name``'s sample metas (or ``metas``, e.g. one per video) in order, split over ranks."""
+    metas = DatasetCatalog.get(name) if metas is None else metas
     mapper = build(MAPPERS, mapper_cfg, num_classes=len(MetadataCatalog.get(name).classes))
     sampler = InferenceSampler(len(metas), comm.get_rank(), comm.get_world_size())
     return DataLoader(MappedDataset(metas, mapper), batch_size=batch_size, sampler=sampler,

@@ -312,7 +312,8 @@ def check_config_datasets(cfg) -> tuple[str, int]:
     from core.catalog import DatasetRoots, MetadataCatalog
 
     data = cfg.data
-    names = list(data.get("train") or []) + list(data.get("evaluate") or [])
+    names = list(data.get("train") or []) + [e if isinstance(e, str) else e["name"]
+                                             for e in (data.get("evaluate") or [])]
     roots = data.get("roots") or {}
     families: dict[str, list[str]] = {}
     unchecked: list[str] = []

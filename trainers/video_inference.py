@@ -171,3 +171,29 @@ def predict_video(model, frames: np.ndarray | torch.Tensor, size: tuple[int, int
             probs = F.interpolate(probs, size=out_size, mode="bilinear", align_corners=False)
         labels[s:s + probs.shape[0]] = probs_to_labels(probs).to(torch.uint8).cpu().numpy()
     return labels
+
+
+TIME_FIELDS = ("video", "masks", "has_ann", "scored", "frame_idx")  # batch fields with a time axis (B×T×...)
+
+
+@torch.no_grad()
+def predict_in_windows(model, batch: dict, window: int, overlap: int = 0) -> dict[str, torch.Tensor]:
+    """``model.predict`` on a batch of long clips (the whole-video protocol), one temporal window at a time:
+    each window gets the batch's time-major fields sliced to its frames (``meta`` and the rest unchanged), and a
+    frame covered by several windows gets the mean of their probabilities. Windows as :func:`windows` (the last
+    one shifted back, so the model always sees ``window`` frames when the video has that many).
+    Returns ``{"probs": B×T×K×h×w}``."""
+    t_len = batch["video"].shape[1]
+    total = count = None
+    for s, e in windows(t_len, window, overlap):
+        sub = {k: (v[:, s:e] if k in TIME_FIELDS and torch.is_tensor(v) else v) for k, v in batch.items()}
+        probs = model.predict(sub)["probs"].float()
+        if probs.dim() != 5 or probs.shape[1] != e - s:
+            raise ValueError(f"model.predict must return probs B×{e - s}×K×H×W for a {e - s}-frame window, got "
+                             f"{tuple(probs.shape)}")
+        if total is None:
+            total = probs.new_zeros(probs.shape[0], t_len, *probs.shape[2:])
+            count = probs.new_zeros(1, t_len, 1, 1, 1)
+        total[:, s:e] += probs
+        count[:, s:e] += 1
+    return {"probs": total / count}

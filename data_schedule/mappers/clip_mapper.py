@@ -48,12 +48,12 @@ def _read_clip(meta: dict, indices: list[int]) -> tuple[torch.Tensor, torch.Tens
 
 
 def _to_sample(frames: torch.Tensor, labels: torch.Tensor, has_ann: torch.Tensor, indices: list[int],
-               num_classes: int, meta: dict, scored_t: int | None) -> dict:
+               num_classes: int, meta: dict, scored_t: int | list[int] | None) -> dict:
     video = frames.float().div_(255.0).expand(-1, 3, -1, -1).contiguous()  # grey repeated to 3 channels
     classes = torch.arange(1, num_classes + 1).view(1, -1, 1, 1)
     scored = torch.zeros(len(indices), dtype=torch.bool)
     if scored_t is not None:
-        scored[scored_t] = True
+        scored[scored_t] = True  # one clip position or a list of them
     return dict(
         video=video,
         masks=labels.unsqueeze(1) == classes,  # T×K×H×W
@@ -116,5 +116,35 @@ class ClipEvalMapper(_ClipMapper):
         labels = v2.functional.resize(labels[:, None], list(self.size),
                                       interpolation=v2.InterpolationMode.NEAREST)[:, 0]
         sample = _to_sample(frames, labels, has_ann, indices, self.num_classes, meta, t)
+        sample["gt_full"] = gt_full
+        return sample
+
+
+@MAPPERS.register()
+class VideoEvalMapper(_ClipMapper):
+    """The whole video as one sample (the whole-video protocol): every frame resized to ``size``, scored on the
+    meta's ``scored_frames`` (frame numbers; default: its ``frame_idx``). Evaluation metas come one per video
+    with ``evaluate=[dict(name=..., per_video=True, mapper=dict(name="VideoEvalMapper", ...), window=...)]``
+    (see ``trainers/evaluation.py``), and long videos go through the model in temporal windows. ``gt_full`` holds
+    the scored frames' labels at native resolution, in frame order."""
+
+    def __init__(self, size: list[int] = (128, 128), num_classes: int = 4, max_frames: int | None = None):
+        super().__init__(1, size, num_classes, None)
+        self.max_frames = max_frames
+
+    def __call__(self, meta: dict, seed: int | None = None) -> dict:
+        n = int(meta["num_frames"])
+        if self.max_frames is not None and n > self.max_frames:
+            raise DataError(f"{meta['video_id']}: {n} frames, more than the mapper's max_frames={self.max_frames}")
+        scored_frames = sorted(set(meta.get("scored_frames", [meta["frame_idx"]])))
+        if not all(0 <= f < n for f in scored_frames):
+            raise DataError(f"{meta['video_id']}: scored frames {scored_frames} outside 0..{n - 1}")
+        indices = list(range(n))
+        frames, labels, has_ann = _read_clip(meta, indices)
+        gt_full = labels[scored_frames].clone()  # S×H0×W0
+        frames = v2.functional.resize(frames, list(self.size), antialias=True)
+        labels = v2.functional.resize(labels[:, None], list(self.size),
+                                      interpolation=v2.InterpolationMode.NEAREST)[:, 0]
+        sample = _to_sample(frames, labels, has_ann, indices, self.num_classes, meta, scored_frames)
         sample["gt_full"] = gt_full
         return sample
