@@ -49,8 +49,9 @@ def _resolve(base: str | None, how: str) -> Path:
         raise DataError(f"CAMUS root not set: {DatasetRoots.how_to_set(FAMILY)} (the folder holding {FOLDER}/)")
     root = Path(base) / FOLDER
     if not root.is_dir():
-        raise DataError(f"CAMUS folder not found: {root} ({how.lstrip('$')}={base}); expected "
-                        f"{root}/database_nifti/ and {root}/database_split/")
+        raise DataError(f"CAMUS folder not found: {root} ({how.lstrip('$')}={base}; expected {root}/database_nifti/ "
+                        f"and {root}/database_split/); {DatasetRoots.how_to_set(FAMILY)} (the folder holding "
+                        f"{FOLDER}/)")
     return root
 
 
