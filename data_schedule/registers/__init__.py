@@ -1,1 +1,2 @@
 from . import cardiac_udc  # noqa: F401  (registers cardiac_udc_* and echo_synth_* names, lazily)
+from . import camus  # noqa: F401  (registers camus_* names, lazily)

@@ -45,13 +45,15 @@ def test_import_touches_no_disk(tmp_path):
         "os.listdir = lambda p='.': seen.append(str(p)) or real_listdir(p)\n"
         "os.scandir = lambda p='.': seen.append(str(p)) or real_scandir(p)\n"
         "import data_schedule, models, evaluators, trainers\n"
-        "from core.catalog import DatasetCatalog\n"
+        "from core.catalog import DatasetCatalog, MetadataCatalog\n"
         "names = DatasetCatalog.names()\n"
         "assert 'cardiac_udc_random_train' in names and 'echo_synth_unlabeled' in names, names\n"
+        "assert 'camus_train' in names and 'camus_4ch_edes_test' in names, names\n"
         "bad = [p for p in seen if 'dataset' in p or 'echo_synth' in p]\n"
         "assert not bad, bad\n"
         "assert not any(DatasetCatalog.is_loaded(n) for n in names)\n"
-        "print('ok', len(names))\n"
+        "udc = ('cardiac_udc', 'echo_synth', 'echo_synth_v1')\n"
+        "print('ok', sum(MetadataCatalog.get(n).family in udc for n in names))\n"
     )
     env = {"PATH": "/usr/bin:/bin", "ECHO_SYNTH_ROOT": str(tmp_path / "nothing_here"), "HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
