@@ -56,5 +56,6 @@ def test_import_touches_no_disk(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "ECHO_SYNTH_ROOT": str(tmp_path / "nothing_here"), "HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("ok 21")  # 7 splits (random_unlabeled included) × 3 families (echo_synth_v1)
+    assert out.stdout.startswith("ok 26")  # 7 splits (random_unlabeled included) × 3 CardiacUDC-layout families
+    # (echo_synth_v1 included) + 5 SUN-SEG sets
     assert not (tmp_path / "nothing_here").exists()
