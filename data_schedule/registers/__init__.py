@@ -1,2 +1,3 @@
 from . import cardiac_udc  # noqa: F401  (registers cardiac_udc_* and echo_synth_* names, lazily)
 from . import camus  # noqa: F401  (registers camus_* names, lazily)
+from . import sunseg  # noqa: F401  (registers sunseg_train and sunseg_{easy,hard}_{seen,unseen}_test, lazily)

@@ -49,6 +49,7 @@ def test_import_touches_no_disk(tmp_path):
         "names = DatasetCatalog.names()\n"
         "assert 'cardiac_udc_random_train' in names and 'echo_synth_unlabeled' in names, names\n"
         "assert 'camus_train' in names and 'camus_4ch_edes_test' in names, names\n"
+        "assert 'sunseg_train' in names and 'sunseg_hard_unseen_test' in names, names\n"
         "bad = [p for p in seen if 'dataset' in p or 'echo_synth' in p]\n"
         "assert not bad, bad\n"
         "assert not any(DatasetCatalog.is_loaded(n) for n in names)\n"
@@ -58,5 +59,5 @@ def test_import_touches_no_disk(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "ECHO_SYNTH_ROOT": str(tmp_path / "nothing_here"), "HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("ok 21")  # 7 splits (random_unlabeled included) × 3 families (echo_synth_v1)
+    assert out.stdout.startswith("ok 21")  # 7 splits (random_unlabeled included) × 3 CardiacUDC-layout families
     assert not (tmp_path / "nothing_here").exists()
