@@ -20,6 +20,7 @@ than two traced frames are left out and counted (one warning; ``MetadataCatalog.
 from __future__ import annotations
 
 import csv
+import gc
 import hashlib
 import logging
 import os
@@ -173,28 +174,32 @@ def _read_tracings(path: Path) -> dict[str, dict[int, np.ndarray]]:
                         f"{', '.join(TRACING_COLUMNS)})")
     lines = path.read_text().splitlines()
     col = _header(path, lines[0].split(",") if lines else [], TRACING_COLUMNS)
-    body = [line for line in lines[1:] if line.strip()]
+    body = [line for line in lines[1:] if line]
     if not body:
         return {}
     k = col["FileName"]
     try:
         nums = np.loadtxt(body, delimiter=",", usecols=[col[c] for c in ("X1", "Y1", "X2", "Y2", "Frame")],
                           dtype=np.float64, ndmin=2)
-        names = [line.split(",", k + 1)[k].strip() for line in body]
+        names = ([line.partition(",")[0] for line in body] if k == 0 else
+                 [line.split(",", k + 1)[k] for line in body])
     except (ValueError, IndexError) as e:
         raise DataError(f"{path}: a row cannot be read ({e}); expected numbers in X1, Y1, X2, Y2 and Frame") from None
     xy, frames = nums[:, :4], nums[:, 4].astype(np.int64)
     if not np.array_equal(frames, nums[:, 4]):
-        line = int(np.flatnonzero(frames != nums[:, 4])[0]) + 2
-        raise DataError(f"{path}: Frame of row {line} is {nums[line - 2, 4]}, expected a frame index (integer)")
-    rows_of: dict[str, list[int]] = {}
-    for i, name in enumerate(names):
-        rows_of.setdefault(name, []).append(i)
-    out = {}
-    for name, rows in rows_of.items():
-        idx = np.asarray(rows)
+        i = int(np.flatnonzero(frames != nums[:, 4])[0])
+        raise DataError(f"{path}: data row {i + 1} ({names[i]}) has Frame {nums[i, 4]}, expected a frame index")
+    # a video's rows are consecutive in the real file: group runs of one name (a name may come back later)
+    starts = [0] + [i for i in range(1, len(names)) if names[i] != names[i - 1]] + [len(names)]
+    runs: dict[str, list[np.ndarray]] = {}
+    for a, b in zip(starts[:-1], starts[1:]):
+        runs.setdefault(names[a], []).append(np.arange(a, b))
+    out: dict[str, dict[int, np.ndarray]] = {}
+    for name, parts in runs.items():
+        idx = parts[0] if len(parts) == 1 else np.concatenate(parts)
         fr = frames[idx]
-        out[_stem(name)] = {t: xy[idx[fr == t]] for t in dict.fromkeys(fr.tolist())}
+        by_frame = {t: xy[idx[fr == t]] for t in dict.fromkeys(fr.tolist())}
+        out.setdefault(_stem(name.strip()), {}).update(by_frame)  # "X.avi" and "X" are one video
     return out
 
 
@@ -207,8 +212,16 @@ def read_index(root: Path) -> EchoNetIndex:
     filelist, tracings = root / "FileList.csv", root / "VolumeTracings.csv"
     key = f"{root}|{file_key(filelist) if filelist.exists() else ''}|{file_key(tracings) if tracings.exists() else ''}"
     if key not in _INDEX_CACHE:
-        videos = _read_filelist(filelist)
-        traces = _read_tracings(tracings)
+        # The parse makes ~10^5 short-lived containers and no cycles: with the collector on, their allocation
+        # triggers full collections of the whole heap (torch's modules included), a third of the time.
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            videos = _read_filelist(filelist)
+            traces = _read_tracings(tracings)
+        finally:
+            if gc_was_on:
+                gc.enable()
         known = {v["name"] for v in videos}
         orphans = [n for n in traces if n not in known]
         _INDEX_CACHE.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,6 +42,10 @@ def broken(tmp_path, **bad):
     return info
 
 
+def reg_config(name: str):
+    return Path(__file__).resolve().parents[2] / "configs" / "echonet_dynamic" / f"{name}.py"
+
+
 def one_line_error(excinfo) -> str:
     msg = str(excinfo.value)
     assert "\n" not in msg
@@ -70,6 +75,19 @@ def test_split_column_is_case_insensitive(tmp_path):
                                             for ln in lines[1:]]) + "\n")
     assert [len(DatasetCatalog.get(n)) for n in NAMES] == [6, 2, 2]
     assert {s["split"] for s in DatasetCatalog.get(NAMES[0])} == {"TRAIN"} and len(info["videos"]) == 5
+
+
+def test_a_video_whose_tracing_rows_are_not_consecutive_keeps_es_first(tmp_path):
+    info = broken(tmp_path)
+    path = tmp_path / reg.FOLDER / "VolumeTracings.csv"
+    head, *rows = path.read_text().splitlines()
+    first = next(iter(info["videos"]))
+    mine = [r for r in rows if r.startswith(first)]  # 21 ES rows, then 21 ED rows
+    others = [r for r in rows if not r.startswith(first)]
+    path.write_text("\n".join([head, *mine[:21], *others, *mine[21:]]) + "\n")
+    es, ed = DatasetCatalog.get(NAMES[0])[:2]
+    assert (es["video_id"], es["phase"], es["frame_idx"], ed["frame_idx"]) == (first, "ES", info["videos"][first]["ES"],
+                                                                               info["videos"][first]["ED"])
 
 
 def test_registering_decodes_no_video(echonet, monkeypatch):
@@ -246,19 +264,13 @@ def test_check_data_counts_every_split_and_reports_broken_files(echonet, tmp_pat
     assert report["sites"]["VAL"]["problems"] == 1  # video 3 is the VAL one
 
 
-def reg_config(name: str):
-    from pathlib import Path
-
-    return Path(__file__).resolve().parents[2] / "configs" / "echonet_dynamic" / f"{name}.py"
-
-
 def test_unet_trains_and_evaluates_on_echonet(echonet, tmp_path):
     import main as cli
 
     base, _ = echonet
     out = tmp_path / "run"
-    args = ["--config_file", str(reg_config("unet_tiny")), "--output_dir", str(out), f"data.roots.echonet_dynamic={base}",
-            "train.max_iter=2", "train.eval_period=0", "train.checkpoint_period=2", "train.batch_size=2",
+    args = ["--config_file", str(reg_config("unet_tiny")), "--output_dir", str(out),
+            f"data.roots.echonet_dynamic={base}", "train.max_iter=2", "train.eval_period=0", "train.checkpoint_period=2", "train.batch_size=2",
             "optim.scheduler.warmup_iters=1", "data.num_workers=0", "data.eval_batch_size=2",
             "data.train_mapper.size=[32,32]", "data.eval_mapper.size=[32,32]", "data.train_mapper.clip_len=3",
             "data.eval_mapper.clip_len=3", "log.wandb.enabled=false", "log.tensorboard=false",
