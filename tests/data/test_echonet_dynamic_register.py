@@ -197,6 +197,30 @@ def test_videos_with_one_traced_frame_are_skipped_and_counted(tmp_path, caplog):
     assert len(warnings) == 1 and "1 video(s)" in warnings[0]
 
 
+def test_traced_frame_past_the_end_is_skipped_in_training_only_under_skip(tmp_path):
+    from core.catalog import BadData
+
+    info = broken(tmp_path)
+    path = tmp_path / reg.FOLDER / "FileList.csv"
+    names = list(info["videos"])
+    bad = {names[0], names[3]}  # a TRAIN and the VAL video: NumberOfFrames 2, so a traced frame lies past the end
+    lines = path.read_text().splitlines()
+    cut = [ln.split(",") for ln in lines[1:]]
+    for row in cut:
+        if row[0] in bad:
+            row[7] = "2"
+    path.write_text("\n".join([lines[0]] + [",".join(r) for r in cut]) + "\n")
+    with pytest.raises(DataError) as e:
+        DatasetCatalog.get(NAMES[0])
+    assert names[0] in one_line_error(e) and "VolumeTracings.csv" in str(e.value)
+    BadData.set_policy("skip")
+    train = DatasetCatalog.get(NAMES[0])
+    assert names[0] not in {s["video_id"] for s in train} and len(train) == 4
+    assert [f for f, _ in BadData.skipped] == [str(tmp_path / reg.FOLDER / "VolumeTracings.csv")]
+    with pytest.raises(DataError, match=names[3]):  # evaluation lists never skip
+        DatasetCatalog.get(NAMES[1])
+
+
 def test_missing_root_names_what_to_set(tmp_path, monkeypatch):
     monkeypatch.delenv("DATASET_PATH", raising=False)
     DatasetRoots.set(reg.FAMILY, None)
