@@ -296,9 +296,12 @@ def write_echonet(root: str | Path, videos: int = 5, frames: int = 20, size: int
     return out
 
 
-def write_echonet_filelist_only(path: str | Path, rows: int = 10000, seed: int = 0) -> dict:
+def write_echonet_filelist_only(path: str | Path, rows: int = 10000, seed: int = 0,
+                                tracings: str | Path | None = None) -> dict:
     """A large FileList.csv (no videos) for an indexing-speed benchmark; Split 80 % TRAIN, 10 % VAL, 10 % TEST.
-    Returns {"path", "rows", "splits": {split: count}}."""
+    ``tracings``: also write a matching VolumeTracings.csv there, two traced frames per video (ES rows first, then
+    ED), each a long axis and 20 disk chords, like the real file (~42 rows per video).
+    Returns {"path", "rows", "splits": {split: count}, "tracings": path or None, "tracing_rows"}."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -309,11 +312,25 @@ def write_echonet_filelist_only(path: str | Path, rows: int = 10000, seed: int =
     fps = rng.choice([30, 50, 60], rows)
     nf = rng.integers(28, 1000, rows)
     split = np.array(["TRAIN"] * 8 + ["VAL", "TEST"])[np.arange(rows) % 10]
-    body = [f"0X{i:016X},{e:.2f},{s:.2f},{d:.2f},112,112,{f},{n},{sp}"
-            for i, e, s, d, f, n, sp in zip(ids, ef, esv, edv, fps, nf, split)]
+    names = [f"0X{i:016X}" for i in ids]
+    body = [f"{name},{e:.2f},{s:.2f},{d:.2f},112,112,{f},{n},{sp}"
+            for name, e, s, d, f, n, sp in zip(names, ef, esv, edv, fps, nf, split)]
     path.write_text(",".join(ECHONET_FILELIST_COLUMNS) + "\n" + "\n".join(body) + "\n")
-    names, counts = np.unique(split, return_counts=True)
-    return {"path": path, "rows": rows, "splits": dict(zip(names.tolist(), counts.tolist()))}
+    names_, counts = np.unique(split, return_counts=True)
+    out = {"path": path, "rows": rows, "splits": dict(zip(names_.tolist(), counts.tolist())), "tracings": None,
+           "tracing_rows": 0}
+    if tracings is not None:
+        tracings = Path(tracings)
+        ed = rng.integers(0, nf // 2)
+        es = ed + rng.integers(5, nf // 2)  # < nf: both traced frames lie inside the video
+        lines = [",".join(ECHONET_TRACING_COLUMNS)]
+        for name, t_es, t_ed, scale in zip(names, es, ed, rng.uniform(0.7, 1.0, rows)):
+            for t, s in ((t_es, 0.8 * scale), (t_ed, scale)):
+                lines += [f"{name}.avi,{x1:.6f},{y1:.6f},{x2:.6f},{y2:.6f},{t}"
+                          for x1, y1, x2, y2 in _trace(50.0, 56.0, 30.0 * s, 17.0 * s)]
+        tracings.write_text("\n".join(lines) + "\n")
+        out.update(tracings=tracings, tracing_rows=len(lines) - 1)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ SUN-SEG

@@ -53,6 +53,7 @@ def test_import_touches_no_disk(tmp_path):
         "bad = [p for p in seen if 'dataset' in p or 'echo_synth' in p]\n"
         "assert not bad, bad\n"
         "assert not any(DatasetCatalog.is_loaded(n) for n in names)\n"
+        "assert {'echonet_dynamic_train', 'echonet_dynamic_val', 'echonet_dynamic_test'} <= set(names), names\n"
         "udc = ('cardiac_udc', 'echo_synth', 'echo_synth_v1')\n"
         "print('ok', sum(MetadataCatalog.get(n).family in udc for n in names))\n"
     )
