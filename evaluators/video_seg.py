@@ -10,6 +10,9 @@ rank, counts each (``sample_id``, frame) once and reduces:
 - ``frame_mDice`` / ``frame_mIoU``: mean over scored frames of the frame's mean over its present classes (a frame
   with no class in either prediction or ground truth has no score and is left out).
 - ``video_mDice`` / ``video_mIoU``: mean over videos of the video's mean ``frame_mDice`` / ``frame_mIoU``.
+- ``HD95_<c>`` / ``mHD95`` (mm), only when every sample's meta has ``spacing`` (dy, dx): the 95th-percentile
+  Hausdorff distance per class and frame, NaN when the class is in neither mask, the frame's diagonal when it is
+  in only one (a missed structure is the worst distance, not a gap in the mean); mean over frames, then classes.
 - ``num_samples`` (distinct samples), ``num_scored_frames``, ``num_videos``.
 
 A metric with nothing to average (e.g. a class absent from the whole dataset) is NaN in the returned dict and
@@ -34,7 +37,7 @@ import torch.nn.functional as F
 from core import comm
 from core.errors import ConfigError
 from core.registry import EVALUATORS
-from evaluators.metrics import dice_iou, probs_to_labels, seg_stats
+from evaluators.metrics import dice_iou, hd95, probs_to_labels, seg_stats
 
 logger = logging.getLogger(__name__)
 
@@ -114,11 +117,14 @@ class VideoSegEvaluator:
                 p = probs[b, t].float()  # K×H×W
                 if tuple(p.shape[-2:]) != tuple(gt.shape):
                     p = F.interpolate(p[None], size=tuple(gt.shape), mode="bilinear", align_corners=False)[0]
-                inter, pred_area, gt_area = seg_stats(probs_to_labels(p), gt, num_classes)
-                self._records.append(dict(
-                    sample_id=sid, t=t, video_id=str(meta["video_id"]), site=str(meta.get("site", "")),
-                    frame_idx=int(frame_idx[t]) if frame_idx is not None else int(meta["frame_idx"]),
-                    inter=inter, pred_area=pred_area, gt_area=gt_area))
+                pred = probs_to_labels(p)
+                inter, pred_area, gt_area = seg_stats(pred, gt, num_classes)
+                rec = dict(sample_id=sid, t=t, video_id=str(meta["video_id"]), site=str(meta.get("site", "")),
+                           frame_idx=int(frame_idx[t]) if frame_idx is not None else int(meta["frame_idx"]),
+                           inter=inter, pred_area=pred_area, gt_area=gt_area)
+                if meta.get("spacing") is not None:  # HD95 in mm where the data knows its pixel size
+                    rec["hd95"] = _hd95_per_class(pred, gt, num_classes, tuple(float(v) for v in meta["spacing"]))
+                self._records.append(rec)
             if self.output_dir is not None and sid in self.vis_ids:
                 frames = (batch["video"][b].float().clamp(0, 1) * 255).round().to(torch.uint8)  # T×3×H×W
                 self._vis.append(dict(
@@ -175,6 +181,13 @@ class VideoSegEvaluator:
         results: dict[str, float | int] = {}
         results.update({f"Dice_{c}": float(v) for c, v in zip(names, class_dice)})
         results.update({f"IoU_{c}": float(v) for c, v in zip(names, class_iou)})
+        if all("hd95" in r for r in records):  # every scored frame has a pixel size: HD95 (mm) per class
+            hd = np.stack([r["hd95"] for r in records])  # N×K, NaN where the class is absent from both
+            class_hd = _nanmean(hd, axis=0)
+            results.update({f"HD95_{c}": float(v) for c, v in zip(names, class_hd)})
+            results["mHD95"] = float(_nanmean(class_hd))
+            for i, row in enumerate(per_sample):
+                row.update({f"HD95_{c}": float(v) for c, v in zip(names, hd[i])})
         results.update(
             mDice=float(_nanmean(class_dice)), mIoU=float(_nanmean(class_iou)),
             frame_mDice=float(_nanmean(frame_dice)), frame_mIoU=float(_nanmean(frame_iou)),
@@ -201,6 +214,16 @@ class VideoSegEvaluator:
 
 
 EVALUATORS._do_register("video_seg", VideoSegEvaluator)
+
+
+def _hd95_per_class(pred: torch.Tensor, gt: torch.Tensor, num_classes: int, spacing: tuple[float, float]
+                    ) -> np.ndarray:
+    """HD95 in mm of each class on one frame (K). A class in neither mask is NaN (left out, like Dice); a class in
+    only one of them scores the frame's diagonal in mm, so a missed or invented structure counts as the worst
+    distance rather than vanishing from the mean (see ``evaluators.metrics.hd95``)."""
+    p, g = pred.cpu().numpy(), gt.cpu().numpy()
+    diagonal = float(np.hypot(g.shape[0] * spacing[0], g.shape[1] * spacing[1]))
+    return np.array([hd95(p == k, g == k, spacing=spacing, missing=diagonal) for k in range(1, num_classes + 1)])
 
 
 def _unique_by_id(items, key: tuple[str, ...] = ("sample_id",)) -> list[dict]:

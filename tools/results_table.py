@@ -33,9 +33,12 @@ def class_names(metrics: dict) -> list[str]:
     return LEGACY_CLASSES if sorted(found) == sorted(LEGACY_CLASSES) else sorted(found)
 
 
-def header(classes: list[str]) -> list[str]:
+EXTRA = {"mHD95": "HD95 (mm)", "EF_MAE": "EF MAE", "EF_corr": "EF r"}  # shown when any evaluation has them
+
+
+def header(classes: list[str], extra: list[str] = ()) -> list[str]:
     return ["run", "model", "dataset", "GFLOPs/clip", "#params", "mDice", "mIoU", *(f"Dice {c}" for c in classes),
-            "iter", "samples"]
+            *(EXTRA[k] for k in extra), "iter", "samples"]
 
 
 
@@ -51,7 +54,7 @@ def _link(path: Path | None, base: Path, text: str) -> str:
 
 
 def rows_for(run: Path, dataset: str | None, label: str | None = None, links_base: Path | None = None,
-             classes: list[str] | None = None) -> list[list[str]]:
+             classes: list[str] | None = None, extra: list[str] = ()) -> list[list[str]]:
     """Table rows of one run (one per evaluated dataset), with a Dice column per name of ``classes`` (default:
     the dataset's own; a class the dataset lacks is "—"). Raises FileNotFoundError naming what is missing."""
     label = label or run.name
@@ -70,8 +73,8 @@ def rows_for(run: Path, dataset: str | None, label: str | None = None, links_bas
         m = json.loads(f.read_text())
         row = [label, info["model"], f.parent.name, "n/a" if gf is None else f"{gf:.2f}",
                f"{info['params'] / 1e6:.2f} M", _num(m.get("mDice")), _num(m.get("mIoU")),
-               *(_num(m.get(f"Dice_{c}")) for c in (classes or class_names(m))), str(m.get("iteration", "")),
-               str(m["num_samples"])]
+               *(_num(m.get(f"Dice_{c}")) for c in (classes or class_names(m))), *(_num(m.get(k)) for k in extra),
+               str(m.get("iteration", "")), str(m["num_samples"])]
         if links_base is not None:
             ckpt = next((p for p in (run / "checkpoints" / "model_final.pth", run / "checkpoints" / "model_best.pth")
                          if p.exists()), None)
@@ -86,26 +89,30 @@ def _num(v) -> str:
     return "—" if v is None else f"{v:.4f}"
 
 
-def _classes_of(runs: list[str], dataset: str | None) -> list[str]:
-    """Union of the class columns of every evaluation in ``runs``, in first-seen order."""
+def _columns_of(runs: list[str], dataset: str | None) -> tuple[list[str], list[str]]:
+    """Union of the class columns of every evaluation in ``runs`` (first-seen order), and the EXTRA metrics any
+    of them has."""
     seen: dict[str, None] = {}
+    extra: set[str] = set()
     for arg in runs:
         _, run = _parse_run(arg)
         for f in sorted((run / "eval").glob("*/metrics.json")):
             if dataset is None or f.parent.name == dataset:
-                seen.update(dict.fromkeys(class_names(json.loads(f.read_text()))))
-    return list(seen) or LEGACY_CLASSES
+                m = json.loads(f.read_text())
+                seen.update(dict.fromkeys(class_names(m)))
+                extra |= {k for k in EXTRA if m.get(k) is not None}
+    return list(seen) or LEGACY_CLASSES, [k for k in EXTRA if k in extra]
 
 
 def table(runs: list[str], dataset: str | None = None, links_base: Path | None = None, strict: bool = False
           ) -> str:
-    classes = _classes_of(runs, dataset)
-    head = header(classes) + (LINK_HEADER if links_base is not None else [])
+    classes, extra = _columns_of(runs, dataset)
+    head = header(classes, extra) + (LINK_HEADER if links_base is not None else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arg in runs:
         label, run = _parse_run(arg)
         try:
-            rows = rows_for(run, dataset, label, links_base, classes)
+            rows = rows_for(run, dataset, label, links_base, classes, extra)
         except FileNotFoundError as e:
             if strict:
                 raise

@@ -134,9 +134,9 @@ def evaluate_all(model: torch.nn.Module, cfg, eval_root: str | Path, device: tor
         num_vis = (entry["evaluators"][0] or {}).get("num_vis", 3)
         evaluators = [build(EVALUATORS, ev_cfg, key=f"data.evaluate[{tag}].evaluator", dataset_name=name,
                             class_names=meta.classes, colors=getattr(meta, "colors", None),
-                            output_dir=out_dir if j == 0 else None, num_samples=len(metas),
+                            output_dir=out_dir, num_samples=len(metas),
                             vis_ids=first_sample_per_video(metas, num_vis))
-                      for j, ev_cfg in enumerate(entry["evaluators"])]
+                      for ev_cfg in entry["evaluators"]]
         res = comm.broadcast_object(inference_on_dataset(model, loader, evaluators, device, cfg.train.amp,
                                                          entry["window"]))
         results[tag] = res

@@ -6,7 +6,8 @@ Output of both mappers, a ``core.structures.Sample`` (T = clip length, K = foreg
     has_ann   bool    T, which clip frames carry labels
     scored    bool    T, which frames evaluation scores: the reference frame (eval mapper), none (train mapper)
     frame_idx long    T, frame numbers in the video
-    meta      dict    video_id, site, frame_idx (reference frame), num_frames, sample_id
+    meta      dict    video_id, site, frame_idx (reference frame), num_frames, sample_id, and the register's
+                      ``PASS_KEYS`` it has (spacing, phase, ed, es, ef, ...)
 Frames come from ``meta["cache"]`` as uint8 T×H×W (grey, repeated to 3 channels) or T×H×W×3 (RGB).
 The eval mapper adds ``gt_full`` (int64 S×H0×W0, S = 1): the scored frame's labels at native (fan-cropped)
 resolution, so metrics are computed at the data's own resolution, not the model's.
@@ -24,6 +25,11 @@ from torchvision.transforms import v2
 from core.errors import ConfigError
 from core.registry import MAPPERS, SAMPLERS, build
 from data_schedule.sources.nifti import DataError
+
+
+# register facts the evaluators use, copied into the sample's meta when the register provides them: ``spacing``
+# (dy, dx) mm of a native pixel (HD95 in mm), cardiac phases and clinical values (ejection fraction)
+PASS_KEYS = ("spacing", "phase", "ed", "es", "ef", "edv", "esv", "fps", "view", "patient")
 
 
 def _read_clip(meta: dict, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -61,7 +67,8 @@ def _to_sample(frames: torch.Tensor, labels: torch.Tensor, has_ann: torch.Tensor
         scored=scored,
         frame_idx=torch.tensor(indices, dtype=torch.long),
         meta=dict(video_id=meta["video_id"], site=meta.get("site", ""), frame_idx=meta["frame_idx"],
-                  num_frames=meta["num_frames"], sample_id=meta["sample_id"]),
+                  num_frames=meta["num_frames"], sample_id=meta["sample_id"],
+                  **{k: meta[k] for k in PASS_KEYS if meta.get(k) is not None}),
     )
 
 

@@ -5,6 +5,7 @@ import math
 import pickle
 
 import cv2
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -243,3 +244,23 @@ def test_two_process_gather_counts_each_sample_once_and_matches_single_process(t
     # the main process wrote the files, including overlays of samples that rank 1 processed
     assert len(list((tmp_path / "disjoint" / "vis").glob("*.mp4"))) == 5
     assert json.loads((tmp_path / "disjoint" / "metrics.json").read_text())["num_samples"] == 5
+
+
+def test_hd95_in_mm_when_the_meta_has_a_pixel_size_and_a_missed_class_scores_the_diagonal():
+    from evaluators.metrics import hd95
+
+    batch, outputs = make_batch(PARTIAL)
+    for m in batch["meta"]:
+        m["spacing"] = (0.5, 0.25)
+    res = run(VideoSegEvaluator("toy", CLASSES), (batch, outputs))
+    diagonal = math.hypot(4 * 0.5, 4 * 0.25)
+    # class LV (1): frames 0 and 1 have it in both masks, frame 2 in neither
+    want_lv = [hd95(PRED0 == 1, GT0 == 1, spacing=(0.5, 0.25)), hd95(GT1 == 1, GT1 == 1, spacing=(0.5, 0.25))]
+    assert res["HD95_LV"] == pytest.approx(sum(want_lv) / 2) and want_lv[1] == 0
+    # class LA (2): frame 0 both, frame 2 only in the ground truth (missed): the diagonal
+    want_la = [hd95(PRED0 == 2, GT0 == 2, spacing=(0.5, 0.25)), diagonal]
+    assert res["HD95_LA"] == pytest.approx(sum(want_la) / 2)
+    assert res["HD95_RV"] == pytest.approx(diagonal)  # frame 0: RV in the ground truth only
+    assert res["mHD95"] == pytest.approx(np.nanmean([res[f"HD95_{c}"] for c in CLASSES]))
+    without = run(VideoSegEvaluator("toy", CLASSES), make_batch(PARTIAL))
+    assert not any(k.startswith(("HD95", "mHD95")) for k in without)  # no pixel size, no HD95

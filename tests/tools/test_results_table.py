@@ -74,6 +74,11 @@ def test_class_columns_come_from_each_dataset_and_a_missing_class_is_a_dash(tmp_
                         "0.9300 | 0.8500 | 20 | 4 |")
     only = results_table.table([str(camus)]).splitlines()[0]
     assert "Dice LV_endo | Dice LV_myo | Dice LA | iter" in only  # the dataset's own order
+    m = json.loads((ev / "metrics.json").read_text())
+    (ev / "metrics.json").write_text(json.dumps({**m, "mHD95": 4.25, "EF_MAE": 6.5, "EF_corr": 0.8}))
+    lines = results_table.table([str(cardiac), str(camus)]).splitlines()
+    assert "| Dice LV_myo | HD95 (mm) | EF MAE | EF r | iter |" in lines[0]
+    assert lines[2].endswith("| — | — | — | — | — | 600 | 50 |") and lines[3].endswith("| 4.2500 | 6.5000 | 0.8000 | 20 | 4 |")
 
 
 def test_main_results_table_uses_the_evaluators_class_columns():
