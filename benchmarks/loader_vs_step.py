@@ -2,6 +2,13 @@
 """Is the data loader ever the bottleneck? Loader clips/s vs training-step clips/s for a config.
 
     python benchmarks/loader_vs_step.py --config_file configs/cardiac/unet_tiny.py [--iters 30] [key=value ...]
+    python benchmarks/loader_vs_step.py --fixture camus|echonet_dynamic|sunseg [--config_file ...]
+
+``--fixture`` writes that dataset's raw layout (``data_schedule/synthetic/raw_fixtures.py``) into a temporary
+folder at about the real frame size and length (CAMUS half sequences ~20 frames at 584×780, EchoNet AVIs of 100
+MJPG frames at 112², SUN-SEG cases of 30 JPEGs at 540×640; sizes from the public releases, rounded) and
+benchmarks that dataset's ``unet_tiny`` config on it (the first pass through a video decodes and caches it, as
+in a real first epoch; the warm-up excludes part of that).
 
 Loader: iterate the real training loader (mapper, augmentation, collate) with num_workers 0 and the config's
 value, no model. Step: forward + backward + optimizer step of the config's model on one fixed batch (data time
@@ -54,13 +61,45 @@ def step_rate(cfg, iters: int) -> float:
     return iters * cfg.train.batch_size / (time.perf_counter() - t)
 
 
+FIXTURES = {  # family -> (writer arguments at about the real size, the dataset's config)
+    "camus": (dict(patients=tuple(range(1, 9)), frames=20, size=(584, 780)), "configs/camus/unet_tiny.py"),
+    "echonet_dynamic": (dict(videos=12, frames=100, size=112, codec="MJPG"), "configs/echonet_dynamic/unet_tiny.py"),
+    "sunseg": (dict(train_cases=6, test_cases=1, frames=30, size=(540, 640)), "configs/sunseg/unet_tiny.py"),
+}
+
+
+def write_fixture(family: str, base: Path) -> None:
+    from data_schedule.synthetic import raw_fixtures
+
+    folder = {"camus": "CAMUS", "echonet_dynamic": "EchoNet-Dynamic", "sunseg": "SUN-SEG"}[family]
+    writer = {"camus": raw_fixtures.write_camus, "echonet_dynamic": raw_fixtures.write_echonet,
+              "sunseg": raw_fixtures.write_sunseg}[family]
+    writer(base / folder, **FIXTURES[family][0])
+
+
 def main() -> None:
+    import os
+    import tempfile
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config_file", default="configs/cardiac/unet_tiny.py")
+    p.add_argument("--config_file", default=None, help="default: configs/cardiac/unet_tiny.py, or the fixture's")
+    p.add_argument("--fixture", choices=sorted(FIXTURES), help="benchmark on a generated copy of this dataset")
     p.add_argument("--iters", type=int, default=30)
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
-    cfg = load_config(args.config_file, args.overrides)
+    overrides = list(args.overrides)
+    config = args.config_file or (FIXTURES[args.fixture][1] if args.fixture else "configs/cardiac/unet_tiny.py")
+    if args.fixture:
+        base = Path(tempfile.mkdtemp(prefix=f"loader_{args.fixture}_"))
+        os.environ.setdefault("MEDVIDSEG_CACHE", str(base / "cache"))
+        write_fixture(args.fixture, base)
+        overrides.append(f"data.roots.{args.fixture}={base}")
+        print(f"{args.fixture} fixture in {base}")
+    cfg = load_config(config, overrides)
+    from core.catalog import BadData, DatasetRoots
+
+    DatasetRoots.configure(cfg.data.get("roots"))
+    BadData.set_policy(cfg.data.get("bad_sample_policy", "error"))
     print(f"torch threads {torch.get_num_threads()}, batch {cfg.train.batch_size}, "
           f"clip {cfg.data.train_mapper.clip_len} frames at {list(cfg.data.train_mapper.size)}")
     step = step_rate(cfg, args.iters)

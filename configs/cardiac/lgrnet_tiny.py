@@ -14,7 +14,9 @@ model = dict(
         ffn_dim=256,
         num_queries=10,                 # frame bottleneck queries per frame (paper: 20)
         use_cnp=True,
-        cnp=dict(kernel_size=5, dilation=1, cyclic=True),
+        # "pad" as the original on maps smaller than the 5×5 window (the 4×4 level at 128²); measured on EchoSynth
+        # v2 at 600 iterations, 2 seeds: pad 0.8393 ± 0.0049, the code default "clamp" 0.8356 ± 0.0039 (README)
+        cnp=dict(kernel_size=5, dilation=1, cyclic=True, small_maps="pad"),
         use_scan=True,
         scan=dict(num_layers=1, ffn_dim=256, d_inner=64, d_state=16, dt_rank=4, scan_order="hilbert",
                   directions=2, impl="auto"),

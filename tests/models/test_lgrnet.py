@@ -187,3 +187,19 @@ def test_mask_stride_2_predicts_masks_at_half_resolution_and_trains():
     assert model.eval().predict(batch)["probs"].shape == (1, 3, 4, 64, 64)
     with pytest.raises(ValueError, match="mask_stride"):
         _model(mask_stride=8)
+
+
+def test_lgrnet_tiny_pads_small_maps_as_the_original_and_old_configs_keep_clamp():
+    from omegaconf import OmegaConf
+
+    from models.ops.cnp import CyclicNeighbourhoodPropagation
+
+    cfg = load_config(REPO / "configs/cardiac/lgrnet_tiny.py").model
+    model = build(MODELS, cfg)
+    cnps = [m for m in model.modules() if isinstance(m, CyclicNeighbourhoodPropagation)]
+    assert cnps and all(m.small_maps == "pad" for m in cnps)
+    # a checkpoint's stored config from before the switch has no small_maps: it builds with the code default
+    old = OmegaConf.to_container(cfg)
+    del old["encoder"]["cnp"]["small_maps"]
+    assert all(m.small_maps == "clamp" for m in build(MODELS, OmegaConf.create(old)).modules()
+               if isinstance(m, CyclicNeighbourhoodPropagation))
