@@ -23,7 +23,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from core.errors import ConfigError
-from core.registry import MAPPERS, SAMPLERS, build
+from core.registry import MAPPERS, SAMPLERS, TRANSFORMS, build
+from data_schedule import transforms as _transforms  # noqa: F401  (registers TRANSFORMS)
 from data_schedule.sources.nifti import DataError
 
 
@@ -32,25 +33,29 @@ from data_schedule.sources.nifti import DataError
 PASS_KEYS = ("spacing", "phase", "ed", "es", "ef", "edv", "esv", "fps", "view", "patient")
 
 
-def _read_clip(meta: dict, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _read_clip(meta: dict, indices: list[int], transforms=()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(T×C×H×W uint8 frames, C = 1 grey or 3 RGB; T×H×W int64 labels; T bool has_ann) at native (cropped)
-    resolution, from ``meta["cache"]`` (anything with ``image()`` T×H×W[×C] and ``labels()`` {frame: H×W})."""
+    resolution, from ``meta["cache"]`` (anything with ``image()`` T×H×W[×C] and ``labels()`` {frame: H×W}),
+    after the mapper's ``transforms`` (``data_schedule/transforms.py``)."""
     cache = meta["cache"]
     raw = np.ascontiguousarray(cache.image()[indices])
-    if raw.dtype != np.uint8:
-        raise DataError(f"{meta['video_id']}: frames are {raw.dtype}; the clip mappers take uint8 frames")
-    frames = torch.from_numpy(raw)
-    frames = frames[:, None] if frames.dim() == 3 else frames.permute(0, 3, 1, 2)
-    if frames.shape[1] not in (1, 3):
-        raise DataError(f"{meta['video_id']}: frames with {frames.shape[1]} channels; expected grey or RGB")
     labels_by_frame = cache.labels() if meta.get("labeled", True) else {}
-    labels = torch.zeros(frames.shape[0], *frames.shape[2:], dtype=torch.int64)
+    labels = np.zeros((len(indices), *raw.shape[1:3]), dtype=np.int64)
     has_ann = torch.zeros(len(indices), dtype=torch.bool)
     for t, f in enumerate(indices):
         if f in labels_by_frame:
-            labels[t] = torch.from_numpy(np.asarray(labels_by_frame[f], dtype=np.int64))
+            labels[t] = np.asarray(labels_by_frame[f], dtype=np.int64)
             has_ann[t] = True
-    return frames, labels, has_ann
+    for transform in transforms:
+        raw, labels = transform(raw, labels, meta)
+    if raw.dtype != np.uint8:
+        raise DataError(f"{meta['video_id']}: frames are {raw.dtype}; the clip mappers take uint8 frames (add "
+                        f"an IntensityWindow transform to the mapper's transforms)")
+    frames = torch.from_numpy(np.ascontiguousarray(raw))
+    frames = frames[:, None] if frames.dim() == 3 else frames.permute(0, 3, 1, 2)
+    if frames.shape[1] not in (1, 3):
+        raise DataError(f"{meta['video_id']}: frames with {frames.shape[1]} channels; expected grey or RGB")
+    return frames, torch.from_numpy(np.ascontiguousarray(labels)), has_ann
 
 
 def _to_sample(frames: torch.Tensor, labels: torch.Tensor, has_ann: torch.Tensor, indices: list[int],
@@ -73,11 +78,13 @@ def _to_sample(frames: torch.Tensor, labels: torch.Tensor, has_ann: torch.Tensor
 
 
 class _ClipMapper:
-    def __init__(self, clip_len: int, size: list[int], num_classes: int = 4, frame_sampler: dict | None = None):
+    def __init__(self, clip_len: int, size: list[int], num_classes: int = 4, frame_sampler: dict | None = None,
+                 transforms: list[dict] | None = None):
         if clip_len < 1:
             raise ConfigError(f"mapper clip_len must be >= 1, got {clip_len}")
         self.clip_len, self.size, self.num_classes = clip_len, tuple(size), num_classes
         self.frame_sampler = build(SAMPLERS, frame_sampler or {}, key="frame_sampler", default="centered")
+        self.transforms = [build(TRANSFORMS, t, key=f"transforms[{i}]") for i, t in enumerate(transforms or [])]
 
 
 @MAPPERS.register()
@@ -87,8 +94,9 @@ class ClipTrainMapper(_ClipMapper):
 
     def __init__(self, clip_len: int = 7, size: list[int] = (128, 128), num_classes: int = 4,
                  frame_sampler: dict | None = None, crop_scale: list[float] = (0.7, 1.0), rotate_deg: float = 10.0,
-                 translate: float = 0.05, brightness: float = 0.2, contrast: float = 0.2):
-        super().__init__(clip_len, size, num_classes, frame_sampler)
+                 translate: float = 0.05, brightness: float = 0.2, contrast: float = 0.2,
+                 transforms: list[dict] | None = None):
+        super().__init__(clip_len, size, num_classes, frame_sampler, transforms)
         ops: list = [v2.RandomResizedCrop(self.size, scale=tuple(crop_scale), ratio=(0.75, 1.333), antialias=True)]
         if rotate_deg or translate:
             ops.append(v2.RandomAffine(degrees=rotate_deg, translate=(translate, translate)))
@@ -99,7 +107,7 @@ class ClipTrainMapper(_ClipMapper):
     def __call__(self, meta: dict, seed: int) -> dict:
         rng = np.random.default_rng(seed)
         indices, t = self.frame_sampler(meta["frame_idx"], meta["num_frames"], self.clip_len, rng)
-        frames, labels, has_ann = _read_clip(meta, indices)
+        frames, labels, has_ann = _read_clip(meta, indices, self.transforms)
         with torch.random.fork_rng(devices=[]):  # torchvision v2 draws from the global RNG
             torch.manual_seed(seed)
             frames, labels = self.augment(tv_tensors.Video(frames), tv_tensors.Mask(labels))
@@ -112,12 +120,12 @@ class ClipEvalMapper(_ClipMapper):
     """Deterministic clips resized to ``size``; adds ``gt_full`` for the scored (reference) frame."""
 
     def __init__(self, clip_len: int = 11, size: list[int] = (128, 128), num_classes: int = 4,
-                 frame_sampler: dict | None = None):
-        super().__init__(clip_len, size, num_classes, frame_sampler)
+                 frame_sampler: dict | None = None, transforms: list[dict] | None = None):
+        super().__init__(clip_len, size, num_classes, frame_sampler, transforms)
 
     def __call__(self, meta: dict, seed: int | None = None) -> dict:
         indices, t = self.frame_sampler(meta["frame_idx"], meta["num_frames"], self.clip_len, None)
-        frames, labels, has_ann = _read_clip(meta, indices)
+        frames, labels, has_ann = _read_clip(meta, indices, self.transforms)
         gt_full = labels[t:t + 1].clone()  # S×H0×W0, S = 1
         frames = v2.functional.resize(frames, list(self.size), antialias=True)
         labels = v2.functional.resize(labels[:, None], list(self.size),
@@ -135,8 +143,9 @@ class VideoEvalMapper(_ClipMapper):
     (see ``trainers/evaluation.py``), and long videos go through the model in temporal windows. ``gt_full`` holds
     the scored frames' labels at native resolution, in frame order."""
 
-    def __init__(self, size: list[int] = (128, 128), num_classes: int = 4, max_frames: int | None = None):
-        super().__init__(1, size, num_classes, None)
+    def __init__(self, size: list[int] = (128, 128), num_classes: int = 4, max_frames: int | None = None,
+                 transforms: list[dict] | None = None):
+        super().__init__(1, size, num_classes, None, transforms)
         self.max_frames = max_frames
 
     def __call__(self, meta: dict, seed: int | None = None) -> dict:
@@ -147,7 +156,7 @@ class VideoEvalMapper(_ClipMapper):
         if not all(0 <= f < n for f in scored_frames):
             raise DataError(f"{meta['video_id']}: scored frames {scored_frames} outside 0..{n - 1}")
         indices = list(range(n))
-        frames, labels, has_ann = _read_clip(meta, indices)
+        frames, labels, has_ann = _read_clip(meta, indices, self.transforms)
         gt_full = labels[scored_frames].clone()  # S×H0×W0
         frames = v2.functional.resize(frames, list(self.size), antialias=True)
         labels = v2.functional.resize(labels[:, None], list(self.size),
