@@ -35,7 +35,8 @@ import numpy as np
 
 from data_schedule.sources.nifti import DataError, _load_volume
 
-__all__ = ["EXPECTED_SITES", "resolve_dataset_dir", "scan_cardiac_udc", "format_report", "check_config_datasets"]
+__all__ = ["EXPECTED_SITES", "resolve_dataset_dir", "scan_cardiac_udc", "format_report", "check_config_datasets",
+           "new_group", "widen", "merge_range", "finish_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,19 +53,20 @@ def resolve_dataset_dir(root: str | Path) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# per-site accumulator
+# per-group accumulator (a site here; a split, view or set in the other registers' checks)
 # ----------------------------------------------------------------------------------------------------------
-def _new_site(missing: bool = False) -> dict[str, Any]:
+def new_group(missing: bool = False) -> dict[str, Any]:
+    """The counters of one group of a report (see the module docstring)."""
     return dict(missing=missing, videos=0, frames=0, annotated_frames=0, labelled_videos=0, unlabelled_videos=0,
                 label_values=set(), height_range=None, width_range=None, frames_range=None, other_files=[],
                 problems=0)
 
 
-def _widen(rng: list[int] | None, value: int) -> list[int]:
+def widen(rng: list[int] | None, value: int) -> list[int]:
     return [value, value] if rng is None else [min(rng[0], value), max(rng[1], value)]
 
 
-def _merge_range(a: list[int] | None, b: list[int] | None) -> list[int] | None:
+def merge_range(a: list[int] | None, b: list[int] | None) -> list[int] | None:
     if a is None or b is None:
         return a or b
     return [min(a[0], b[0]), max(a[1], b[1])]
@@ -122,9 +124,9 @@ class _Scan:
             return None
         t, h, w = image.shape
         s["frames"] += t
-        s["frames_range"] = _widen(s["frames_range"], t)
-        s["height_range"] = _widen(s["height_range"], h)
-        s["width_range"] = _widen(s["width_range"], w)
+        s["frames_range"] = widen(s["frames_range"], t)
+        s["height_range"] = widen(s["height_range"], h)
+        s["width_range"] = widen(s["width_range"], w)
         if image.dtype != np.uint8:
             self.problem(site, path, f"image dtype is {image.dtype}, expected uint8")
         if t == 0 or not image.any():
@@ -171,10 +173,10 @@ class _Scan:
     def site(self, site: str) -> None:
         sdir = self.root / site
         if not sdir.is_dir():
-            self.sites[site] = _new_site(missing=True)
+            self.sites[site] = new_group(missing=True)
             self.problem(site, sdir, "missing expected site folder")
             return
-        s = self.sites[site] = _new_site()
+        s = self.sites[site] = new_group()
         files = sorted(p for p in sdir.iterdir() if p.is_file())
         images = [p for p in files if p.name.endswith(IMAGE_SUFFIX)]
         labels = [p for p in files if p.name.endswith(LABEL_SUFFIX)]
@@ -214,22 +216,29 @@ def scan_cardiac_udc(root: str | Path, num_classes: int = 4, sites: list[str] | 
     for site in names:
         scan.site(site)
 
+    return finish_report(root, num_classes, scan.sites, scan.problems, EXPECTED_SITES)
+
+
+def finish_report(root: str | Path, num_classes: int, groups: dict[str, dict], problems: list[dict],
+                  expected: list[str]) -> dict:
+    """The report dict of the module docstring from filled groups (their label value sets become sorted lists)
+    and the problem list: totals summed over the groups, ranges merged."""
     keys = ("videos", "frames", "annotated_frames", "labelled_videos", "unlabelled_videos")
-    totals: dict[str, Any] = {k: sum(s[k] for s in scan.sites.values()) for k in keys}
-    totals["sites"] = sum(not s["missing"] for s in scan.sites.values())
+    totals: dict[str, Any] = {k: sum(g[k] for g in groups.values()) for k in keys}
+    totals["sites"] = sum(not g["missing"] for g in groups.values())
     values: set = set()
-    for s in scan.sites.values():
-        values |= s["label_values"]
-        s["label_values"] = sorted(s["label_values"])
+    for g in groups.values():
+        values |= set(g["label_values"])
+        g["label_values"] = sorted(g["label_values"])
     totals["label_values"] = sorted(values)
     for k in ("height_range", "width_range", "frames_range"):
         rng = None
-        for s in scan.sites.values():
-            rng = _merge_range(rng, s[k])
+        for g in groups.values():
+            rng = merge_range(rng, g[k])
         totals[k] = rng
-    totals["problems"] = len(scan.problems)
-    return dict(root=str(root), num_classes=int(num_classes), expected_sites=list(EXPECTED_SITES),
-                sites=scan.sites, problems=scan.problems, totals=totals)
+    totals["problems"] = len(problems)
+    return dict(root=str(root), num_classes=int(num_classes), expected_sites=list(expected), sites=groups,
+                problems=problems, totals=totals)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from core.catalog import BadData, DatasetCatalog, DatasetRoots, MetadataCatalog
+from data_schedule.check_data import finish_report, new_group, widen
 from data_schedule.sources.base import VideoRecord, file_key
 from data_schedule.sources.cache import LazyVideo
 from data_schedule.sources.nifti import DataError
@@ -261,17 +262,9 @@ def load_split(view: str | None, part: str, edes: bool = False) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------ data check
 
-def _group(missing: bool = False) -> dict:
-    return dict(missing=missing, videos=0, frames=0, annotated_frames=0, labelled_videos=0, unlabelled_videos=0,
-                label_values=set(), height_range=None, width_range=None, frames_range=None, other_files=[],
-                problems=0)
-
-
 def _check_video(root: Path, patient: str, view: str, g: dict, problem) -> None:
     """Decode one video (image, then label) and count it into group ``g``; ``problem(path, reason)`` for each
     fault."""
-    from data_schedule.check_data import _widen
-
     g["videos"] += 1
     image_path = root / "database_nifti" / patient / f"{patient}_{view}_half_sequence.nii.gz"
     try:
@@ -286,7 +279,7 @@ def _check_video(root: Path, patient: str, view: str, g: dict, problem) -> None:
     t, h, w = image.shape
     g["frames"] += t
     for key, x in (("frames_range", t), ("height_range", h), ("width_range", w)):
-        g[key] = _widen(g[key], x)
+        g[key] = widen(g[key], x)
     if image.dtype != np.uint8:
         problem(image_path, f"image dtype is {image.dtype}, expected uint8 (what the clip mappers read)")
     del image
@@ -312,7 +305,7 @@ def scan_camus(root: str | Path) -> dict:
     ``data_schedule.check_data`` with the groups ``<split>/<view>`` (e.g. ``training/2CH``) in place of sites;
     every problem is collected, nothing stops at the first."""
     root = Path(root)
-    groups = {f"{fname}/{view}": _group() for fname in SPLIT_FILES.values() for view in VIEWS}
+    groups = {f"{fname}/{view}": new_group() for fname in SPLIT_FILES.values() for view in VIEWS}
     problems: list[dict] = []
 
     def problem(group: str, path, reason: str) -> None:
@@ -342,18 +335,7 @@ def scan_camus(root: str | Path) -> dict:
                     _check_video(root, patient, view, groups[key], lambda path, reason, k=key: problem(k, path, reason))
                 except DataError as e:  # an unreadable image or label volume
                     problem(key, root / "database_nifti" / patient, str(e))
-    totals: dict = {k: sum(g[k] for g in groups.values()) for k in
-                    ("videos", "frames", "annotated_frames", "labelled_videos", "unlabelled_videos")}
-    totals["sites"] = sum(not g["missing"] for g in groups.values())
-    totals["label_values"] = sorted(set().union(*(g["label_values"] for g in groups.values())))
-    for g in groups.values():
-        g["label_values"] = sorted(g["label_values"])
-    for k in ("height_range", "width_range", "frames_range"):
-        rs = [g[k] for g in groups.values() if g[k]]
-        totals[k] = [min(r[0] for r in rs), max(r[1] for r in rs)] if rs else None
-    totals["problems"] = len(problems)
-    return dict(root=str(root), num_classes=len(CLASSES), expected_sites=list(groups), sites=groups,
-                problems=problems, totals=totals)
+    return finish_report(root, len(CLASSES), groups, problems, list(groups))
 
 
 # ------------------------------------------------------------------------------------------------ names

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from core.catalog import BadData, DatasetCatalog, DatasetRoots, MetadataCatalog
+from data_schedule.check_data import finish_report, new_group, widen
 from data_schedule.sources.avi import read_avi
 from data_schedule.sources.base import VideoRecord, file_key
 from data_schedule.sources.cache import LazyVideo
@@ -298,22 +299,12 @@ def load_split(part: str) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------ check
 
-def _group(missing: bool = False) -> dict:
-    return dict(missing=missing, videos=0, frames=0, annotated_frames=0, labelled_videos=0, unlabelled_videos=0,
-                label_values=set(), height_range=None, width_range=None, frames_range=None, other_files=[],
-                problems=0)
-
-
-def _widen(rng: list[int] | None, value: int) -> list[int]:
-    return [value, value] if rng is None else [min(rng[0], value), max(rng[1], value)]
-
-
 def check(root: Path) -> dict:
     """Scan an EchoNet-Dynamic folder: both CSVs, then every video one at a time (decoded, its frame count and size
     against FileList, its masks rasterised). Groups are the splits; "unlabelled" videos are those with fewer than
     two traced frames (left out of the lists, not a problem). Report shape: ``data_schedule/check_data.py``."""
     root = Path(root)
-    groups = {s: _group() for s in SPLITS.values()}
+    groups = {s: new_group() for s in SPLITS.values()}
     problems: list[dict] = []
 
     def problem(group: str | None, file, reason: str) -> None:
@@ -346,9 +337,9 @@ def check(root: Path) -> dict:
                 problem(v["split"], avi, str(e).split(f"{avi}: ", 1)[-1])
                 continue
             g["frames"] += rec.num_frames
-            g["frames_range"] = _widen(g["frames_range"], rec.num_frames)
-            g["height_range"] = _widen(g["height_range"], rec.frame_size[0])
-            g["width_range"] = _widen(g["width_range"], rec.frame_size[1])
+            g["frames_range"] = widen(g["frames_range"], rec.num_frames)
+            g["height_range"] = widen(g["height_range"], rec.frame_size[0])
+            g["width_range"] = widen(g["width_range"], rec.frame_size[1])
             g["annotated_frames"] += len(rec.labels)
             g["label_values"] |= {int(x) for lab in rec.labels.values() for x in np.unique(lab)}
             if rec.num_frames != v["num_frames"]:
@@ -356,19 +347,7 @@ def check(root: Path) -> dict:
                                          f"{index.filelist.name} says {v['num_frames']}")
             if pair and any(not rec.labels[t].any() for t in pair):
                 problem(v["split"], index.tracings, f"{v['name']}: a traced LV mask is empty")
-    totals = {k: sum(g[k] for g in groups.values())
-              for k in ("videos", "frames", "annotated_frames", "labelled_videos", "unlabelled_videos")}
-    totals["sites"] = len(groups)
-    values = set().union(*(g["label_values"] for g in groups.values()))
-    for g in groups.values():
-        g["label_values"] = sorted(g["label_values"])
-    totals["label_values"] = sorted(values)
-    for k in ("height_range", "width_range", "frames_range"):
-        rs = [g[k] for g in groups.values() if g[k] is not None]
-        totals[k] = [min(r[0] for r in rs), max(r[1] for r in rs)] if rs else None
-    totals["problems"] = len(problems)
-    return dict(root=str(root), num_classes=len(CLASSES), expected_sites=list(groups), sites=groups,
-                problems=problems, totals=totals)
+    return finish_report(root, len(CLASSES), groups, problems, list(groups))
 
 
 # ------------------------------------------------------------------------------------------------ names

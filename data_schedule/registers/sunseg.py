@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from core.catalog import BadData, DatasetCatalog, DatasetRoots, MetadataCatalog
-from data_schedule.check_data import _merge_range, _widen
+from data_schedule.check_data import finish_report, new_group, widen
 from data_schedule.sources.cache import LazyVideo
 from data_schedule.sources.frames import FRAME_EXTS, FrameFolderSource, _imread, _read_gt, list_frames, natural_key
 from data_schedule.sources.nifti import DataError
@@ -127,12 +127,6 @@ def load_set(key: str) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------- data check
 
-def _new_group(missing: bool = False) -> dict[str, Any]:
-    return dict(missing=missing, videos=0, frames=0, annotated_frames=0, labelled_videos=0, unlabelled_videos=0,
-                label_values=set(), height_range=None, width_range=None, frames_range=None, other_files=[],
-                problems=0)
-
-
 def _scan_case(g: dict, problem, frame_dir: Path, gt_dir: Path) -> None:
     """Decode every frame and mask of one case (one image at a time) with the training reader's checks."""
     g["videos"] += 1
@@ -144,7 +138,7 @@ def _scan_case(g: dict, problem, frame_dir: Path, gt_dir: Path) -> None:
         return
     g["labelled_videos"] += 1
     g["frames"] += len(frames)
-    g["frames_range"] = _widen(g["frames_range"], len(frames))
+    g["frames_range"] = widen(g["frames_range"], len(frames))
     if not gt_dir.is_dir():
         problem(gt_dir, f"missing GT folder for the {len(frames)} frames of {frame_dir}")
     else:
@@ -161,8 +155,8 @@ def _scan_case(g: dict, problem, frame_dir: Path, gt_dir: Path) -> None:
             continue
         if first is None:
             first = (f, img.shape, img.dtype)
-            g["height_range"] = _widen(g["height_range"], img.shape[0])
-            g["width_range"] = _widen(g["width_range"], img.shape[1])
+            g["height_range"] = widen(g["height_range"], img.shape[0])
+            g["width_range"] = widen(g["width_range"], img.shape[1])
             if img.dtype != np.uint8:
                 problem(f, f"frame dtype {img.dtype}, expected uint8")
         elif (img.shape, img.dtype) != first[1:]:
@@ -199,10 +193,10 @@ def scan_sunseg(root: str | Path) -> dict:
             groups[folder]["problems"] += 1
 
         if not (set_dir / "Frame").is_dir():
-            groups[folder] = _new_group(missing=True)
+            groups[folder] = new_group(missing=True)
             problem(set_dir / "Frame", "missing expected set folder")
             continue
-        g = groups[folder] = _new_group()
+        g = groups[folder] = new_group()
         cases = sorted((p for p in (set_dir / "Frame").iterdir() if p.is_dir() and not p.name.startswith(".")),
                        key=lambda p: natural_key(p.name))
         if not cases:
@@ -219,22 +213,7 @@ def scan_sunseg(root: str | Path) -> dict:
                 logger.exception("check_data: unexpected error on %s", case)
                 problem(case, f"unexpected error while checking: {type(e).__name__}: {e}")
 
-    keys = ("videos", "frames", "annotated_frames", "labelled_videos", "unlabelled_videos")
-    totals: dict[str, Any] = {k: sum(g[k] for g in groups.values()) for k in keys}
-    totals["sites"] = sum(not g["missing"] for g in groups.values())
-    values: set = set()
-    for g in groups.values():
-        values |= g["label_values"]
-        g["label_values"] = sorted(g["label_values"])
-    totals["label_values"] = sorted(values)
-    for k in ("height_range", "width_range", "frames_range"):
-        rng = None
-        for g in groups.values():
-            rng = _merge_range(rng, g[k])
-        totals[k] = rng
-    totals["problems"] = len(problems)
-    return dict(root=str(root), num_classes=len(CLASSES), expected_sites=list(SETS.values()), sites=groups,
-                problems=problems, totals=totals)
+    return finish_report(root, len(CLASSES), groups, problems, list(SETS.values()))
 
 
 # ---------------------------------------------------------------------------------------------- catalog
