@@ -22,21 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from data_schedule.sources.base import VideoSource
-from data_schedule.sources.nifti import DataError, default_cache_dir
+from data_schedule.sources.nifti import DataError, NpyCacheEntry, atomic_save, default_cache_dir
 
 CACHE_VERSION = 1
 
 
-def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, arr)
-    os.replace(tmp, path)
-
-
 @dataclass
-class CachedRecord:
-    """One decoded video in the cache. ``image()`` is memory-mapped; ``labels()`` holds annotated frames only."""
+class CachedRecord(NpyCacheEntry):
+    """One decoded video in the cache. ``image()`` (T×H×W or T×H×W×C in the stored dtype) is memory-mapped;
+    ``labels()`` holds annotated frames only."""
 
     source: str
     cache_dir: str
@@ -49,16 +43,6 @@ class CachedRecord:
     spacing: list[float] | None   # (dy, dx) mm
     fps: float | None
 
-    def image(self) -> np.ndarray:
-        """T×H×W or T×H×W×C in the stored dtype, memory-mapped."""
-        return np.load(Path(self.cache_dir) / "image.npy", mmap_mode="r", allow_pickle=False)
-
-    def labels(self) -> dict[int, np.ndarray]:
-        if not self.annotated_frames:
-            return {}
-        lab = np.load(Path(self.cache_dir) / "labels.npy", mmap_mode="r", allow_pickle=False)
-        return {f: lab[i] for i, f in enumerate(self.annotated_frames)}
-
 
 def cache_source(source: VideoSource, num_classes: int, cache_root: str | Path | None = None) -> CachedRecord:
     """Decode ``source`` once (validated against 0..num_classes), cache it, and return the cached record; later
@@ -70,10 +54,10 @@ def cache_source(source: VideoSource, num_classes: int, cache_root: str | Path |
         return CachedRecord(**json.loads(info_file.read_text()))
     rec = source.read().validate(num_classes)
     cdir.mkdir(parents=True, exist_ok=True)
-    _atomic_save(cdir / "image.npy", np.ascontiguousarray(rec.frames))
+    atomic_save(cdir / "image.npy", np.ascontiguousarray(rec.frames))
     annotated = rec.annotated_frames
     if annotated:
-        _atomic_save(cdir / "labels.npy", np.stack([np.asarray(rec.labels[t], dtype=np.int8) for t in annotated]))
+        atomic_save(cdir / "labels.npy", np.stack([np.asarray(rec.labels[t], dtype=np.int8) for t in annotated]))
     info = dict(source=rec.source, cache_dir=str(cdir), num_frames=rec.num_frames, height=rec.frame_size[0],
                 width=rec.frame_size[1], channels=int(rec.frames.shape[3]) if rec.frames.ndim == 4 else 0,
                 dtype=str(rec.frames.dtype), annotated_frames=[int(t) for t in annotated],

@@ -43,21 +43,15 @@ def _load_volume(path: Path, kind: str) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(2, 1, 0))  # nibabel (W, H, T) -> (T, H, W)
 
 
-@dataclass
-class CachedVideo:
-    """One decoded, fan-cropped video. ``image`` is memory-mapped; ``labels`` holds annotated frames only."""
+class NpyCacheEntry:
+    """Reads of a cache folder holding ``image.npy`` (all frames) and ``labels.npy`` (the annotated frames, in the
+    order of ``annotated_frames``); the subclass (a dataclass) provides ``cache_dir`` and ``annotated_frames``."""
 
-    image_path: str
-    label_path: str | None
     cache_dir: str
-    num_frames: int
-    height: int
-    width: int
-    crop_box: tuple[int, int, int, int]  # (y0, y1, x0, x1) in the original frame, end-exclusive
     annotated_frames: list[int]
 
     def image(self) -> np.ndarray:
-        """T×H×W uint8, memory-mapped."""
+        """All frames (T×H×W, or T×H×W×C), memory-mapped."""
         return np.load(Path(self.cache_dir) / "image.npy", mmap_mode="r", allow_pickle=False)
 
     def labels(self) -> dict[int, np.ndarray]:
@@ -68,7 +62,23 @@ class CachedVideo:
         return {f: lab[i] for i, f in enumerate(self.annotated_frames)}
 
 
-def _atomic_save(path: Path, arr: np.ndarray) -> None:
+@dataclass
+class CachedVideo(NpyCacheEntry):
+    """One decoded, fan-cropped video (T×H×W uint8). ``image`` is memory-mapped; ``labels`` holds annotated frames
+    only."""
+
+    image_path: str
+    label_path: str | None
+    cache_dir: str
+    num_frames: int
+    height: int
+    width: int
+    crop_box: tuple[int, int, int, int]  # (y0, y1, x0, x1) in the original frame, end-exclusive
+    annotated_frames: list[int]
+
+
+def atomic_save(path: Path, arr: np.ndarray) -> None:
+    """``np.save`` to a temporary name, then renamed: a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         np.save(f, arr)
@@ -120,9 +130,9 @@ def load_video(image_path: str | Path, label_path: str | Path | None, num_classe
         label_frames = np.ascontiguousarray(label[annotated, y0:y1, x0:x1].astype(np.int8))
 
     cdir.mkdir(parents=True, exist_ok=True)
-    _atomic_save(cdir / "image.npy", np.ascontiguousarray(image[:, y0:y1, x0:x1]))
+    atomic_save(cdir / "image.npy", np.ascontiguousarray(image[:, y0:y1, x0:x1]))
     if label_frames is not None and annotated:
-        _atomic_save(cdir / "labels.npy", label_frames)
+        atomic_save(cdir / "labels.npy", label_frames)
     info = dict(image_path=str(image_path), label_path=str(label_path) if label_path else None,
                 cache_dir=str(cdir), num_frames=int(image.shape[0]), height=y1 - y0, width=x1 - x0,
                 crop_box=[int(y0), int(y1), int(x0), int(x1)], annotated_frames=annotated)
