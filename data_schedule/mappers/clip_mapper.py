@@ -59,12 +59,12 @@ def _read_clip(meta: dict, indices: list[int], transforms=()) -> tuple[torch.Ten
 
 
 def _to_sample(frames: torch.Tensor, labels: torch.Tensor, has_ann: torch.Tensor, indices: list[int],
-               num_classes: int, meta: dict, scored_t: int | list[int] | None) -> dict:
+               num_classes: int, meta: dict, scored_t: list[int] | None) -> dict:
     video = frames.float().div_(255.0).expand(-1, 3, -1, -1).contiguous()  # grey repeated to 3 channels
     classes = torch.arange(1, num_classes + 1).view(1, -1, 1, 1)
     scored = torch.zeros(len(indices), dtype=torch.bool)
     if scored_t is not None:
-        scored[scored_t] = True  # one clip position or a list of them
+        scored[scored_t] = True
     return dict(
         video=video,
         masks=labels.unsqueeze(1) == classes,  # T×K×H×W
@@ -85,6 +85,18 @@ class _ClipMapper:
         self.clip_len, self.size, self.num_classes = clip_len, tuple(size), num_classes
         self.frame_sampler = build(SAMPLERS, frame_sampler or {}, key="frame_sampler", default="centered")
         self.transforms = [build(TRANSFORMS, t, key=f"transforms[{i}]") for i, t in enumerate(transforms or [])]
+
+    def _scored_sample(self, meta: dict, indices: list[int], scored: list[int]) -> dict:
+        """The evaluation sample of frames ``indices`` resized to ``size``, scored at clip positions ``scored``,
+        with ``gt_full`` (S×H0×W0) the labels of those positions at native resolution."""
+        frames, labels, has_ann = _read_clip(meta, indices, self.transforms)
+        gt_full = labels[scored].clone()
+        frames = v2.functional.resize(frames, list(self.size), antialias=True)
+        labels = v2.functional.resize(labels[:, None], list(self.size),
+                                      interpolation=v2.InterpolationMode.NEAREST)[:, 0]
+        sample = _to_sample(frames, labels, has_ann, indices, self.num_classes, meta, scored)
+        sample["gt_full"] = gt_full
+        return sample
 
 
 @MAPPERS.register()
@@ -125,14 +137,7 @@ class ClipEvalMapper(_ClipMapper):
 
     def __call__(self, meta: dict, seed: int | None = None) -> dict:
         indices, t = self.frame_sampler(meta["frame_idx"], meta["num_frames"], self.clip_len, None)
-        frames, labels, has_ann = _read_clip(meta, indices, self.transforms)
-        gt_full = labels[t:t + 1].clone()  # S×H0×W0, S = 1
-        frames = v2.functional.resize(frames, list(self.size), antialias=True)
-        labels = v2.functional.resize(labels[:, None], list(self.size),
-                                      interpolation=v2.InterpolationMode.NEAREST)[:, 0]
-        sample = _to_sample(frames, labels, has_ann, indices, self.num_classes, meta, t)
-        sample["gt_full"] = gt_full
-        return sample
+        return self._scored_sample(meta, indices, [t])  # gt_full S×H0×W0, S = 1
 
 
 @MAPPERS.register()
@@ -155,12 +160,4 @@ class VideoEvalMapper(_ClipMapper):
         scored_frames = sorted(set(meta.get("scored_frames", [meta["frame_idx"]])))
         if not all(0 <= f < n for f in scored_frames):
             raise DataError(f"{meta['video_id']}: scored frames {scored_frames} outside 0..{n - 1}")
-        indices = list(range(n))
-        frames, labels, has_ann = _read_clip(meta, indices, self.transforms)
-        gt_full = labels[scored_frames].clone()  # S×H0×W0
-        frames = v2.functional.resize(frames, list(self.size), antialias=True)
-        labels = v2.functional.resize(labels[:, None], list(self.size),
-                                      interpolation=v2.InterpolationMode.NEAREST)[:, 0]
-        sample = _to_sample(frames, labels, has_ann, indices, self.num_classes, meta, scored_frames)
-        sample["gt_full"] = gt_full
-        return sample
+        return self._scored_sample(meta, list(range(n)), scored_frames)  # clip positions = frame numbers
