@@ -232,26 +232,19 @@ def test_mhd_writer_round_trip_with_labels(tmp_path, compressed, msb):
 
 def test_mhd_errors_name_the_file(tmp_path):
     good = ["NDims = 2", "DimSize = 3 2", "ElementType = MET_UCHAR"]
-    p = hand_mhd(tmp_path, "noraw", good, None)
-    with pytest.raises(DataError) as e:
-        read_mhd(p)
-    one_line_error(e, p, "noraw.raw", "missing")
-    p = hand_mhd(tmp_path, "short", good, b"\x00" * 5)
-    with pytest.raises(DataError) as e:
-        read_mhd(p)
-    one_line_error(e, p, "5 bytes, expected 6")
-    p = hand_mhd(tmp_path, "weird", ["NDims = 2", "DimSize = 3 2", "ElementType = MET_FLOAT16"], b"\x00" * 12)
-    with pytest.raises(DataError) as e:
-        read_mhd(p)
-    one_line_error(e, p, "MET_FLOAT16")
-    p = hand_mhd(tmp_path, "nozlib", good + ["CompressedData = True"], b"\x00" * 6)
-    with pytest.raises(DataError) as e:
-        read_mhd(p)
-    one_line_error(e, p, "zlib")
-    p = hand_mhd(tmp_path, "dims", ["NDims = 3", "DimSize = 3 2", "ElementType = MET_UCHAR"], b"\x00" * 6)
-    with pytest.raises(DataError) as e:
-        read_mhd(p)
-    one_line_error(e, p, "DimSize has 2 values, expected 3")
+    cases = [  # (file stem, header lines, raw bytes or None for no raw file, what the message must hold)
+        ("noraw", good, None, ("noraw.raw", "missing")),
+        ("short", good, b"\x00" * 5, ("5 bytes, expected 6",)),
+        ("weird", ["NDims = 2", "DimSize = 3 2", "ElementType = MET_FLOAT16"], b"\x00" * 12, ("MET_FLOAT16",)),
+        ("nozlib", good + ["CompressedData = True"], b"\x00" * 6, ("zlib",)),
+        ("dims", ["NDims = 3", "DimSize = 3 2", "ElementType = MET_UCHAR"], b"\x00" * 6,
+         ("DimSize has 2 values, expected 3",)),
+    ]
+    for stem, header, raw, expected in cases:
+        p = hand_mhd(tmp_path, stem, header, raw)
+        with pytest.raises(DataError) as e:
+            read_mhd(p)
+        one_line_error(e, p, *expected)
     with pytest.raises(DataError) as e:
         read_mhd(tmp_path / "absent.mhd")
     one_line_error(e, "absent.mhd")
