@@ -96,10 +96,9 @@ def main() -> None:
         overrides.append(f"data.roots.{args.fixture}={base}")
         print(f"{args.fixture} fixture in {base}")
     cfg = load_config(config, overrides)
-    from core.catalog import BadData, DatasetRoots
+    from main import set_roots
 
-    DatasetRoots.configure(cfg.data.get("roots"))
-    BadData.set_policy(cfg.data.get("bad_sample_policy", "error"))
+    set_roots(cfg)  # data.roots and the bad-data policy, as main does
     print(f"torch threads {torch.get_num_threads()}, batch {cfg.train.batch_size}, "
           f"clip {cfg.data.train_mapper.clip_len} frames at {list(cfg.data.train_mapper.size)}")
     step = step_rate(cfg, args.iters)

@@ -15,9 +15,6 @@ clip scored on one frame never holds both ED and ES.
 """
 from __future__ import annotations
 
-import csv
-import io
-import os
 from pathlib import Path
 
 import cv2
@@ -29,6 +26,7 @@ from core import comm
 from core.errors import ConfigError
 from core.registry import EVALUATORS
 from evaluators.metrics import probs_to_labels
+from evaluators.video_seg import _atomic_write_text, _to_csv
 
 LV_NAMES = ("LV_endo", "LV")  # the LV cavity class: CAMUS's endocardium, EchoNet's / CardiacUDC's LV
 
@@ -96,9 +94,9 @@ class EFEvaluator:
                     p = F.interpolate(p[None], size=tuple(gt.shape), mode="bilinear", align_corners=False)[0]
                 pred = (probs_to_labels(p) == self.lv).cpu().numpy()
                 row[f"area_{phase}"], row[f"length_{phase}"], row[f"v_{phase}"] = lv_area_length(pred, spacing)
-                _, _, row[f"v_{phase}_gt"] = lv_area_length((gt == self.lv).cpu().numpy(), spacing)
+                area_gt, _, row[f"v_{phase}_gt"] = lv_area_length((gt == self.lv).cpu().numpy(), spacing)
                 if phase == "ed":
-                    row["area_ed_gt"] = float((gt == self.lv).sum()) * spacing[0] * spacing[1]
+                    row["area_ed_gt"] = area_gt
             row["ef_pred"] = ejection_fraction(row["v_ed"], row["v_es"])
             row["ef_gt_masks"] = ejection_fraction(row["v_ed_gt"], row["v_es_gt"])
             self._rows.append(row)
@@ -126,11 +124,5 @@ class EFEvaluator:
             num_ef_videos=len(rows))
         if self.output_dir is not None and comm.is_main_process():
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-            writer.writeheader()
-            writer.writerows({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
-            tmp = self.output_dir / ".ef_per_video.csv.tmp"
-            tmp.write_text(buf.getvalue())
-            os.replace(tmp, self.output_dir / "ef_per_video.csv")
+            _atomic_write_text(self.output_dir / "ef_per_video.csv", _to_csv(rows))
         return self.results
