@@ -39,7 +39,7 @@ class MappedDataset(Dataset):
             try:
                 sample = self.mapper(meta, seed=seed)
             except (DataError, OSError, ValueError) as e:
-                where = getattr(meta.get("cache"), "image_path", meta.get("video_id"))
+                where = getattr(meta.get("cache"), "where", meta.get("video_id"))  # the source's file
                 if not self.skip_bad:
                     raise DataError(f"Cannot read training sample {meta.get('video_id')} frame "
                                     f"{meta.get('frame_idx')} ({where}): {e}") from None

@@ -5,8 +5,9 @@ write the labels in the dataset's own format; score the annotated frames when a 
     python tools/segment_video.py --eval_path output/demo/checkpoints/model_final.pth \
         --video datasets/echo_synth/cardiacUDC_dataset/Site_G_29/patient-12-4_image.nii.gz [--window 16 --overlap 4]
 
-Writes ``<out_dir>/<video>_pred.nii.gz`` (int8, same (W, H, T) layout and size as the input; outside the fan crop
-is background) and prints per-class Dice over the annotated frames of ``<video>_label.nii.gz`` if present.
+Frames go through the checkpoint's eval-mapper ``transforms`` (CardiacUDC: the fan crop), the predictions back
+through their inverses, so ``<out_dir>/<video>_pred.nii.gz`` (int8) has the input's (W, H, T) layout and size (outside
+the fan crop is background). Prints per-class Dice over the annotated frames of ``<video>_label.nii.gz`` if present.
 """
 from __future__ import annotations
 
@@ -46,7 +47,9 @@ def main(argv=None) -> int:
     from core.checkpoint import check_model_matches, load_checkpoint
     from core.config import config_from_container
     from core.errors import MedVidSegError
+    from data_schedule.registers.cardiac_udc import DEFAULT_TRANSFORMS
     from data_schedule.sources.nifti import load_video
+    from data_schedule.transforms import build_transforms, transforms_for
     from evaluators.metrics import dice_iou, seg_stats
     from trainers.train_loop import build_model, default_device
     from trainers.video_inference import predict_video
@@ -62,15 +65,24 @@ def main(argv=None) -> int:
         ckpt_path = Path(args.eval_path)
         out_dir = Path(args.out_dir) if args.out_dir else ckpt_path.parent.parent / "segment_video"
         out_dir.mkdir(parents=True, exist_ok=True)
+        tf_cfg = cfg.data.eval_mapper.get("transforms")
+        configured = None if tf_cfg is None else build_transforms(tf_cfg, key="data.eval_mapper.transforms")
         for img_path in map(Path, args.video):
             lab_path = img_path.with_name(img_path.name.replace("_image", "_label"))
             video = load_video(img_path, lab_path if lab_path.exists() else None, num_classes=k)
-            labels = predict_video(model, video.image(), tuple(cfg.data.eval_mapper.size), args.window,
-                                   args.overlap, device=device, num_classes=k)  # T×h×w at the crop's size
-            y0, y1, x0, x1 = video.crop_box
-            shape = nib.load(str(img_path)).shape  # (W, H, T)
-            full = np.zeros((shape[2], shape[1], shape[0]), np.int8)
-            full[:, y0:y1, x0:x1] = labels
+            meta = dict(video_id=img_path.name, cache=video, default_transforms=DEFAULT_TRANSFORMS)
+            frames = video.image()
+            # no labels go in: a zero-strided stand-in of the frames' shape costs no memory
+            dummy = np.broadcast_to(np.zeros((), np.int64), frames.shape[:3])
+            steps = []
+            for tf in transforms_for(meta, configured):
+                steps.append((tf, frames.shape[1:3]))
+                frames, dummy = tf(frames, dummy, meta)
+            labels = predict_video(model, frames, tuple(cfg.data.eval_mapper.size), args.window,
+                                   args.overlap, device=device, num_classes=k)  # T×h×w at the transformed size
+            for tf, shape in reversed(steps):
+                labels = tf.invert_labels(labels, meta, tuple(shape))
+            full = labels.astype(np.int8)
             out = out_dir / img_path.name.replace("_image", "_pred")
             img = nib.Nifti1Image(full.transpose(2, 1, 0), np.eye(4))
             img.set_data_dtype(np.int8)

@@ -5,4 +5,6 @@ data = dict(
     train=["echonet_dynamic_train"],
     evaluate=["echonet_dynamic_val", "echonet_dynamic_test"],
     roots=dict(echonet_dynamic=None),  # None: $DATASET_PATH
+    # EchoNet-Dynamic frames are used whole (no fan crop, unlike the CardiacUDC base)
+    train_mapper=dict(transforms=[]), eval_mapper=dict(transforms=[]),
 )

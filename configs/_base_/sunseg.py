@@ -7,8 +7,10 @@ data = dict(
     roots=dict(_delete_=True, sunseg=None),  # only this family (None: $DATASET_PATH)
     num_workers=2,
     eval_batch_size=4,
-    train_mapper=dict(name="ClipTrainMapper", clip_len=7, size=[128, 128], frame_sampler=dict(name="centered")),
-    eval_mapper=dict(name="ClipEvalMapper", clip_len=11, size=[128, 128], frame_sampler=dict(name="centered")),
+    train_mapper=dict(name="ClipTrainMapper", clip_len=7, size=[128, 128], frame_sampler=dict(name="centered"),
+                      transforms=[]),  # whole frames (the CardiacUDC configs they may inherit crop to the fan)
+    eval_mapper=dict(name="ClipEvalMapper", clip_len=11, size=[128, 128], frame_sampler=dict(name="centered"),
+                     transforms=[]),
     evaluator=dict(name="VideoSegEvaluator", num_vis=3),
     bad_sample_policy="error",  # a case without its GT masks: "error" stops naming it, "skip" leaves it out
 )

@@ -18,6 +18,6 @@ data = dict(
         ratio=0.5,                      # unlabelled clips per labelled clip in each step
         mapper=dict(name="LGSDViewMapper", clip_len=4, num_global=2, num_local=4, global_size=[128, 128],
                     local_size=[64, 64], global_span=32, local_span=6, global_scale=[0.5, 1.0],
-                    local_scale=[0.15, 0.4]),
+                    local_scale=[0.15, 0.4], transforms=[dict(name="FanCrop")]),
     ),
 )

@@ -9,8 +9,8 @@ Output of both mappers, a ``core.structures.Sample`` (T = clip length, K = foreg
     meta      dict    video_id, site, frame_idx (reference frame), num_frames, sample_id, and the register's
                       ``PASS_KEYS`` it has (spacing, phase, ed, es, ef, ...)
 Frames come from ``meta["cache"]`` as uint8 T×H×W (grey, repeated to 3 channels) or T×H×W×3 (RGB).
-The eval mapper adds ``gt_full`` (int64 S×H0×W0, S = 1): the scored frame's labels at native (fan-cropped)
-resolution, so metrics are computed at the data's own resolution, not the model's.
+The eval mapper adds ``gt_full`` (int64 S×H0×W0, S = 1): the scored frame's labels at native resolution (after the
+mapper's ``transforms``, e.g. the fan crop), so metrics are computed at the data's own resolution, not the model's.
 Augmentation parameters are drawn once per clip and applied to every frame (torchvision.transforms.v2 treats a
 ``tv_tensors.Video`` as one image), from a generator seeded by the sample's stream position (deterministic,
 worker-count independent).
@@ -23,8 +23,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from core.errors import ConfigError
-from core.registry import MAPPERS, SAMPLERS, TRANSFORMS, build
-from data_schedule import transforms as _transforms  # noqa: F401  (registers TRANSFORMS)
+from core.registry import MAPPERS, SAMPLERS, build
+from data_schedule.transforms import build_transforms, transforms_for
 from data_schedule.sources.nifti import DataError
 
 
@@ -33,10 +33,12 @@ from data_schedule.sources.nifti import DataError
 PASS_KEYS = ("spacing", "phase", "ed", "es", "ef", "edv", "esv", "fps", "view", "patient")
 
 
-def _read_clip(meta: dict, indices: list[int], transforms=()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(T×C×H×W uint8 frames, C = 1 grey or 3 RGB; T×H×W int64 labels; T bool has_ann) at native (cropped)
-    resolution, from ``meta["cache"]`` (anything with ``image()`` T×H×W[×C] and ``labels()`` {frame: H×W}),
-    after the mapper's ``transforms`` (``data_schedule/transforms.py``)."""
+def _read_clip(meta: dict, indices: list[int], transforms=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                         dict]:
+    """(T×C×H×W uint8 frames, C = 1 grey or 3 RGB; T×H×W int64 labels; T bool has_ann; the clip's meta) at native
+    resolution (after any crop), from ``meta["cache"]`` (anything with ``image()`` T×H×W[×C] and ``labels()``
+    {frame: H×W}), after the mapper's ``transforms`` (``data_schedule/transforms.py``; None: the register's
+    defaults). The clip's meta is a copy of ``meta`` that a transform may update (``Resize`` scales ``spacing``)."""
     cache = meta["cache"]
     raw = np.ascontiguousarray(cache.image()[indices])
     labels_by_frame = cache.labels() if meta.get("labeled", True) else {}
@@ -46,7 +48,8 @@ def _read_clip(meta: dict, indices: list[int], transforms=()) -> tuple[torch.Ten
         if f in labels_by_frame:
             labels[t] = np.asarray(labels_by_frame[f], dtype=np.int64)
             has_ann[t] = True
-    for transform in transforms:
+    meta = dict(meta)
+    for transform in transforms_for(meta, transforms):
         raw, labels = transform(raw, labels, meta)
     if raw.dtype != np.uint8:
         raise DataError(f"{meta['video_id']}: frames are {raw.dtype}; the clip mappers take uint8 frames (add "
@@ -55,7 +58,7 @@ def _read_clip(meta: dict, indices: list[int], transforms=()) -> tuple[torch.Ten
     frames = frames[:, None] if frames.dim() == 3 else frames.permute(0, 3, 1, 2)
     if frames.shape[1] not in (1, 3):
         raise DataError(f"{meta['video_id']}: frames with {frames.shape[1]} channels; expected grey or RGB")
-    return frames, torch.from_numpy(np.ascontiguousarray(labels)), has_ann
+    return frames, torch.from_numpy(np.ascontiguousarray(labels)), has_ann, meta
 
 
 def _to_sample(frames: torch.Tensor, labels: torch.Tensor, has_ann: torch.Tensor, indices: list[int],
@@ -84,12 +87,13 @@ class _ClipMapper:
             raise ConfigError(f"mapper clip_len must be >= 1, got {clip_len}")
         self.clip_len, self.size, self.num_classes = clip_len, tuple(size), num_classes
         self.frame_sampler = build(SAMPLERS, frame_sampler or {}, key="frame_sampler", default="centered")
-        self.transforms = [build(TRANSFORMS, t, key=f"transforms[{i}]") for i, t in enumerate(transforms or [])]
+        # None (unset): the register's default_transforms (e.g. CardiacUDC's FanCrop); a list, even [], replaces them
+        self.transforms = None if transforms is None else build_transforms(transforms)
 
     def _scored_sample(self, meta: dict, indices: list[int], scored: list[int]) -> dict:
         """The evaluation sample of frames ``indices`` resized to ``size``, scored at clip positions ``scored``,
         with ``gt_full`` (S×H0×W0) the labels of those positions at native resolution."""
-        frames, labels, has_ann = _read_clip(meta, indices, self.transforms)
+        frames, labels, has_ann, meta = _read_clip(meta, indices, self.transforms)
         gt_full = labels[scored].clone()
         frames = v2.functional.resize(frames, list(self.size), antialias=True)
         labels = v2.functional.resize(labels[:, None], list(self.size),
@@ -119,7 +123,7 @@ class ClipTrainMapper(_ClipMapper):
     def __call__(self, meta: dict, seed: int) -> dict:
         rng = np.random.default_rng(seed)
         indices, t = self.frame_sampler(meta["frame_idx"], meta["num_frames"], self.clip_len, rng)
-        frames, labels, has_ann = _read_clip(meta, indices, self.transforms)
+        frames, labels, has_ann, meta = _read_clip(meta, indices, self.transforms)
         with torch.random.fork_rng(devices=[]):  # torchvision v2 draws from the global RNG
             torch.manual_seed(seed)
             frames, labels = self.augment(tv_tensors.Video(frames), tv_tensors.Mask(labels))

@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 from core.errors import ConfigError
 from core.registry import MAPPERS
 from data_schedule.mappers.clip_mapper import _read_clip
+from data_schedule.transforms import build_transforms
 
 
 def _span_indices(ref: int, num_frames: int, clip_len: int, span: int, rng: np.random.Generator) -> list[int]:
@@ -35,7 +36,9 @@ class LGSDViewMapper:
     def __init__(self, clip_len: int = 4, num_global: int = 2, num_local: int = 4, global_size: list[int] = (128, 128),
                  local_size: list[int] = (64, 64), global_span: int = 32, local_span: int = 6,
                  global_scale: list[float] = (0.5, 1.0), local_scale: list[float] = (0.1, 0.4),
-                 num_classes: int | None = None):  # num_classes: given to every mapper, unused (no labels)
+                 num_classes: int | None = None, transforms: list[dict] | None = None):
+        # num_classes: given to every mapper, unused (no labels); transforms: as the clip mappers' (None: the
+        # register's default_transforms)
         if num_global < 1 or num_local < 0 or clip_len < 1:
             raise ConfigError(f"LGSDViewMapper: need num_global >= 1, num_local >= 0, clip_len >= 1, got "
                               f"{num_global}, {num_local}, {clip_len}")
@@ -45,10 +48,11 @@ class LGSDViewMapper:
         self.global_span, self.local_span = global_span, local_span
         self.global_crop = v2.RandomResizedCrop(tuple(global_size), scale=tuple(global_scale), antialias=True)
         self.local_crop = v2.RandomResizedCrop(tuple(local_size), scale=tuple(local_scale), antialias=True)
+        self.transforms = None if transforms is None else build_transforms(transforms)
 
     def _view(self, meta: dict, span: int, crop, rng: np.random.Generator) -> tuple[torch.Tensor, list[int]]:
         idx = _span_indices(meta["frame_idx"], meta["num_frames"], self.clip_len, span, rng)
-        frames, _, _ = _read_clip({**meta, "labeled": False}, idx)  # T×1×H×W uint8
+        frames = _read_clip({**meta, "labeled": False}, idx, self.transforms)[0]  # T×1×H×W uint8
         with torch.random.fork_rng(devices=[]):  # torchvision draws from the global RNG
             torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
             frames = crop(frames)  # one crop for all frames of the view

@@ -37,6 +37,9 @@ SITE_SPLIT = {"train": ["Site_G_100", "Site_R_126"], "val": ["Site_G_20", "Site_
 RANDOM_SPLIT_SEED = 2024
 RANDOM_TRAIN_FRACTION = 0.8
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: what a mapper without ``transforms`` applies to these videos (the cache keeps whole frames): the seed project's
+#: fan crop. The configs list it explicitly; this default keeps older configs and checkpoints reading the same pixels.
+DEFAULT_TRANSFORMS = ({"name": "FanCrop"},)
 
 #: embedded families: (EchoSynth preset, environment variable of the root, default root under the repository)
 SYNTH_FAMILIES: dict[str, tuple[str, str, str]] = {
@@ -106,7 +109,7 @@ def list_videos(root: Path, sites: list[str]) -> list[dict]:
 
 
 def _decode(entries: list[dict], may_skip: bool = False) -> list[dict]:
-    """Attach the decoded/cached video (frames, annotated frames, crop box) to each entry."""
+    """Attach the decoded/cached video (frames, annotated frames, fan box) to each entry."""
     out = []
     for e in entries:
         try:
@@ -134,7 +137,8 @@ def random_split(videos: list[dict], part: str) -> list[dict]:
 
 def _meta(v: dict, frame_idx: int, labeled: bool) -> dict:
     return dict(video_id=v["video_id"], site=v["site"], frame_idx=frame_idx, num_frames=v["num_frames"],
-                annotated_frames=list(v["annotated_frames"]), labeled=labeled, cache=v["cache"])
+                annotated_frames=list(v["annotated_frames"]), labeled=labeled, cache=v["cache"],
+                default_transforms=DEFAULT_TRANSFORMS)
 
 
 def annotated_samples(videos: list[dict]) -> list[dict]:
@@ -183,7 +187,8 @@ def register_all() -> None:
                 continue
             DatasetCatalog.register(name, lambda p=prefix, s=split, q=part: load_split(p, s, q))
             MetadataCatalog.set(name, classes=list(CLASSES), colors=list(COLORS), family=prefix, split=split,
-                                part=part, mode=mode, labeled=not split.endswith("unlabeled"))
+                                part=part, mode=mode, labeled=not split.endswith("unlabeled"),
+                                default_transforms=[dict(t) for t in DEFAULT_TRANSFORMS])
 
 
 register_all()

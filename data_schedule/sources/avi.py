@@ -58,3 +58,7 @@ class AviSource:
 
     def key(self) -> str:
         return file_key(self.path)
+
+    @property
+    def where(self) -> str:
+        return str(self.path)

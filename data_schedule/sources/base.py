@@ -82,11 +82,15 @@ class VideoRecord:
 @runtime_checkable
 class VideoSource(Protocol):
     """Something that can produce one video: ``read()`` decodes it, ``key()`` identifies the file(s) behind it
-    (resolved path, size, mtime) without decoding, so a cache can tell when to decode again."""
+    (resolved path, size, mtime) without decoding, so a cache can tell when to decode again; ``where`` names the
+    file or folder for error messages."""
 
     def read(self) -> VideoRecord: ...
 
     def key(self) -> str: ...
+
+    @property
+    def where(self) -> str: ...
 
 
 def file_key(*paths: str | Path) -> str:

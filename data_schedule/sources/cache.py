@@ -9,7 +9,8 @@ file is decoded again.
 ``LazyVideo`` is what a register puts in a sample meta under ``"cache"`` (the mappers call ``image()`` and
 ``labels()``): registering a dataset of 10,000 videos decodes none of them. ``num_frames`` and
 ``annotated_frames`` given at registration (from an index file) are checked against the decoded video.
-CardiacUDC keeps its own fan-cropping cache (``nifti.load_video``); both offer the same two methods.
+CardiacUDC keeps its own cache (``nifti.load_video``, which also locates the fan); both offer the same two methods
+and ``where`` (the file behind the video, for error messages).
 """
 from __future__ import annotations
 
@@ -91,6 +92,11 @@ class LazyVideo:
                                 f"{list(self.annotated_frames)}")
             self._record = rec
         return self._record
+
+    @property
+    def where(self) -> str:
+        """The source's file or folder (error messages)."""
+        return self.source.where
 
     def image(self) -> np.ndarray:
         return self.record().image()

@@ -109,3 +109,7 @@ class FrameFolderSource:
 
     def key(self) -> str:
         return file_key(*[p for p in (self.frame_dir, self.gt_dir) if p is not None])
+
+    @property
+    def where(self) -> str:
+        return str(self.frame_dir)

@@ -1,10 +1,13 @@
-"""NIfTI video source: reads ``*_image.nii.gz`` / ``*_label.nii.gz`` pairs, validates them and caches the
-decoded, fan-cropped arrays as ``.npy`` files that later reads memory-map.
+"""NIfTI video source of CardiacUDC / EchoSynth: reads ``*_image.nii.gz`` / ``*_label.nii.gz`` pairs, validates
+them and caches the decoded arrays as ``.npy`` files that later reads memory-map.
 
 A ``.nii.gz`` cannot be memory-mapped (it is gzip-compressed), so every read would decompress the whole video.
-We decode each video once, crop it to the fan (``data_schedule.curation.fan_crop``), and keep
-``image.npy`` (T×H×W uint8) plus the annotated label frames only (labels are ~6 of ~100 frames), keyed by the
-source file's path, size and mtime. Axis order is normalised here: nibabel gives (W, H, T), we return (T, H, W).
+We decode each video once and keep ``image.npy`` (T×H×W uint8, the whole frame) plus the annotated label frames
+only (labels are ~6 of ~100 frames), keyed by the source file's path, size and mtime. The fan's bounding box
+(``data_schedule.curation.fan_crop`` on the first frame) is found while decoding and kept in the entry as
+``fan_box``; cropping to it is the ``FanCrop`` transform's job (``data_schedule/transforms.py``), chosen by the
+mapper, not the cache's (cache version 1 stored cropped frames). Axis order is normalised here: nibabel gives
+(W, H, T), we return (T, H, W).
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import numpy as np
 
 from core.errors import MedVidSegError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: whole frames + fan_box (1: frames cropped to the fan)
 
 
 class DataError(MedVidSegError, ValueError):
@@ -64,8 +67,8 @@ class NpyCacheEntry:
 
 @dataclass
 class CachedVideo(NpyCacheEntry):
-    """One decoded, fan-cropped video (T×H×W uint8). ``image`` is memory-mapped; ``labels`` holds annotated frames
-    only."""
+    """One decoded video (T×H×W uint8, whole frames). ``image`` is memory-mapped; ``labels`` holds annotated frames
+    only; ``fan_box`` is where ``FanCrop`` crops."""
 
     image_path: str
     label_path: str | None
@@ -73,8 +76,13 @@ class CachedVideo(NpyCacheEntry):
     num_frames: int
     height: int
     width: int
-    crop_box: tuple[int, int, int, int]  # (y0, y1, x0, x1) in the original frame, end-exclusive
+    fan_box: tuple[int, int, int, int]  # (y0, y1, x0, x1) of the fan on the first frame, end-exclusive
     annotated_frames: list[int]
+
+    @property
+    def where(self) -> str:
+        """The image file (error messages)."""
+        return self.image_path
 
 
 def atomic_save(path: Path, arr: np.ndarray) -> None:
@@ -87,7 +95,7 @@ def atomic_save(path: Path, arr: np.ndarray) -> None:
 
 def load_video(image_path: str | Path, label_path: str | Path | None, num_classes: int,
                cache_root: str | Path | None = None) -> CachedVideo:
-    """Decode (once), validate, fan-crop and cache one video; later calls read the cache.
+    """Decode (once), validate, locate the fan and cache one video; later calls read the cache.
 
     Validation (each a ``DataError`` naming the file): readable gzip/NIfTI, image dtype uint8, 3-D volume,
     label shape equal to the image shape, label values within 0..num_classes.
@@ -101,7 +109,7 @@ def load_video(image_path: str | Path, label_path: str | Path | None, num_classe
     info_file = cdir / "info.json"
     if info_file.exists():
         info = json.loads(info_file.read_text())
-        return CachedVideo(**{**info, "crop_box": tuple(info["crop_box"])})
+        return CachedVideo(**{**info, "fan_box": tuple(info["fan_box"])})
 
     from data_schedule.curation.fan_crop import fan_bbox
 
@@ -127,16 +135,16 @@ def load_video(image_path: str | Path, label_path: str | Path | None, num_classe
         if lo < 0 or hi > num_classes:
             raise DataError(f"label file {label_path}: values must be in 0..{num_classes}, found {lo}..{hi}")
         annotated = [int(t) for t in np.flatnonzero(label.reshape(len(label), -1).any(1))]
-        label_frames = np.ascontiguousarray(label[annotated, y0:y1, x0:x1].astype(np.int8))
+        label_frames = np.ascontiguousarray(label[annotated].astype(np.int8))
 
     cdir.mkdir(parents=True, exist_ok=True)
-    atomic_save(cdir / "image.npy", np.ascontiguousarray(image[:, y0:y1, x0:x1]))
+    atomic_save(cdir / "image.npy", image)
     if label_frames is not None and annotated:
         atomic_save(cdir / "labels.npy", label_frames)
     info = dict(image_path=str(image_path), label_path=str(label_path) if label_path else None,
-                cache_dir=str(cdir), num_frames=int(image.shape[0]), height=y1 - y0, width=x1 - x0,
-                crop_box=[int(y0), int(y1), int(x0), int(x1)], annotated_frames=annotated)
+                cache_dir=str(cdir), num_frames=int(image.shape[0]), height=int(image.shape[1]),
+                width=int(image.shape[2]), fan_box=[int(y0), int(y1), int(x0), int(x1)], annotated_frames=annotated)
     tmp = info_file.with_name(f".info.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(info))
     os.replace(tmp, info_file)  # info.json last: its presence means the cache entry is complete
-    return CachedVideo(**{**info, "crop_box": tuple(info["crop_box"])})
+    return CachedVideo(**{**info, "fan_box": tuple(info["fan_box"])})

@@ -275,6 +275,10 @@ class NiftiSource:
     def read(self) -> VideoRecord:
         return read_nifti(self.image_path, self.label_path, self.annotated)
 
+    @property
+    def where(self) -> str:
+        return str(self.image_path)
+
     def key(self) -> str:
         return file_key(*[p for p in (self.image_path, self.label_path) if p is not None])
 
@@ -289,6 +293,10 @@ class MhdSource:
 
     def read(self) -> VideoRecord:
         return read_mhd(self.image_path, self.label_path, self.annotated)
+
+    @property
+    def where(self) -> str:
+        return str(self.image_path)
 
     def key(self) -> str:
         files = []

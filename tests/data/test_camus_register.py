@@ -237,6 +237,25 @@ def test_check_data_counts_no_problem_on_the_fixture_and_each_fault_on_a_broken_
     assert check_config_datasets(cfg)[1] == 3  # the fault in patient0002 became a missing patient
 
 
+def test_check_data_cli_takes_the_base_or_the_camus_folder_and_gates_on_problems(camus, tmp_path, capsys):
+    from tools.check_data import main as check_data
+
+    assert check_data(["--family", "camus", "--root", str(camus["base"])]) == 0
+    assert "0 problems" in capsys.readouterr().out
+    assert check_data(["--family", "camus", "--root", str(camus["base"] / "CAMUS"), "--json",
+                       str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["totals"]["videos"] == 6
+    write_camus(tmp_path / "bad" / "CAMUS", patients=(1, 2, 3), frames=FRAMES, bad_label_shape=2)
+    assert check_data(["--family", "camus", "--root", str(tmp_path / "bad")]) == 1
+    capsys.readouterr()
+    assert check_data(["--family", "camsu", "--root", str(tmp_path)]) == 2
+    assert "did you mean 'camus'" in capsys.readouterr().err
+    assert check_data(["--family", "camus", "--root", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and len(err.strip().splitlines()) == 1
+    DatasetRoots.set("camus", str(camus["base"]))
+
+
 # ------------------------------------------------------------------------------------------------ end to end
 
 def test_train_then_eval_from_the_checkpoint(camus, tmp_path, capsys):

@@ -79,8 +79,11 @@ def test_eval_mapper_centres_the_annotated_frame_and_keeps_native_gt(synth_root)
         assert s["scored"].nonzero().flatten().tolist() == [5]  # only the centre frame is scored
         assert s["frame_idx"][5] == meta["frame_idx"] and s["has_ann"][5] and "clip_t" not in s["meta"]
         cache = meta["cache"]
-        assert s["gt_full"].shape == (1, cache.height, cache.width)
-        assert torch.equal(s["gt_full"][0], torch.from_numpy(cache.labels()[meta["frame_idx"]].astype(np.int64)))
+        y0, y1, x0, x1 = cache.fan_box  # no transforms given: the register's default, the fan crop
+        assert s["gt_full"].shape == (1, y1 - y0, x1 - x0)
+        full = cache.labels()[meta["frame_idx"]].astype(np.int64)
+        assert torch.equal(s["gt_full"][0], torch.from_numpy(full[y0:y1, x0:x1]))
+        assert not full[:y0].any() and not full[y1:].any() and not full[:, :x0].any() and not full[:, x1:].any()
         assert set(s["gt_full"].unique().tolist()) == {0, 1, 2, 3, 4}
         assert s["masks"][5].any(dim=(1, 2)).all()  # all four chambers on the annotated frame
         assert not s["masks"][~s["has_ann"]].any()  # no labels on unannotated frames
@@ -99,12 +102,22 @@ def test_train_mapper_is_deterministic_per_seed_and_collates(synth_root):
     assert isinstance(batch["meta"], list) and len(batch["meta"]) == 2
 
 
-def test_fan_crop_is_cached_once_per_video(synth_root):
+def test_cache_keeps_whole_frames_and_the_fan_box_and_fancrop_crops_to_it(synth_root):
+    from data_schedule.curation.fan_crop import fan_bbox
+
     meta = DatasetCatalog.get("echo_synth_site_test")[0]
     cache = meta["cache"]
-    y0, y1, x0, x1 = cache.crop_box
-    img = nib.load(cache.image_path)
-    assert cache.image().shape == (cache.num_frames, y1 - y0, x1 - x0)
-    raw = np.asarray(img.dataobj).transpose(2, 1, 0)
-    assert np.array_equal(cache.image()[3], raw[3, y0:y1, x0:x1])
-    assert (y1 - y0, x1 - x0) != raw.shape[1:]  # the side text was cropped away
+    raw = np.asarray(nib.load(cache.image_path).dataobj).transpose(2, 1, 0)
+    assert cache.image().shape == raw.shape and np.array_equal(cache.image()[3], raw[3])
+    y0, y1, x0, x1 = cache.fan_box
+    assert (y0, y1, x0, x1) == fan_bbox(raw[0]) and (y1 - y0, x1 - x0) != raw.shape[1:]  # side text lies outside
+    # explicit FanCrop, the default (None) and FanCrop recomputing the box on the first frame agree; [] keeps all
+    clip = lambda tf: build(MAPPERS, {"name": "ClipEvalMapper", "clip_len": 3, "size": [32, 32], "transforms": tf},
+                            num_classes=4)(meta)
+    explicit, default = clip([{"name": "FanCrop"}]), clip(None)
+    recomputed = clip([{"name": "FanCrop", "threshold": 10}])
+    whole = clip([])
+    for other in (default, recomputed):
+        assert torch.equal(explicit["video"], other["video"]) and torch.equal(explicit["gt_full"], other["gt_full"])
+    assert explicit["gt_full"].shape[1:] == (y1 - y0, x1 - x0) and whole["gt_full"].shape[1:] == raw.shape[1:]
+    assert not torch.equal(explicit["video"], whole["video"])

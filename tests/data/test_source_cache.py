@@ -25,6 +25,10 @@ class CountingSource:
     def key(self) -> str:
         return file_key(self.path)
 
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
 
 def _video(tmp_path, t=5, h=6, w=8, channels=0, name="v.npy"):
     shape = (t, h, w, channels) if channels else (t, h, w)
@@ -101,3 +105,15 @@ def test_clip_mappers_refuse_frames_that_are_not_uint8(tmp_path):
     meta = dict(video_id="ct/1", frame_idx=0, num_frames=4, labeled=False, cache=lazy, sample_id=0)
     with pytest.raises(DataError, match="ct/1: frames are int16; the clip mappers take uint8 frames"):
         ClipEvalMapper(clip_len=3, size=[6, 6], num_classes=1)(meta)
+
+
+def test_a_training_sample_that_cannot_be_read_names_the_source_file(tmp_path):
+    from data_schedule.build import MappedDataset
+    from data_schedule.mappers.clip_mapper import ClipTrainMapper
+
+    path, _ = _video(tmp_path)
+    lazy = LazyVideo(CountingSource(path), 1, num_frames=9, cache_root=tmp_path / "c")  # the index is wrong
+    meta = dict(video_id="case1", frame_idx=0, num_frames=9, sample_id=0, cache=lazy)
+    ds = MappedDataset([meta], ClipTrainMapper(clip_len=3, size=[6, 8], num_classes=1))
+    with pytest.raises(DataError, match=rf"training sample case1 frame 0 \({path}\): .*5 frames decoded"):
+        ds[(0, 0)]

@@ -1,13 +1,15 @@
 """Mapper transforms (data_schedule/transforms.py): an intensity window turns CT values into the uint8 the clip
 mappers take, RGB to grey, the fan crop decided once per video on its first frame, labels transformed alike, and
-unknown names suggest the closest; no transforms leaves a sample bit-identical."""
+unknown names suggest the closest; no transforms leaves a sample bit-identical; resize (spacing follows) and the
+inverses that put a prediction back on the input's geometry; a register's default transforms apply only while the
+mapper sets none."""
 import numpy as np
 import pytest
 import torch
 
 from core.errors import ConfigError
 from data_schedule.mappers.clip_mapper import ClipEvalMapper
-from data_schedule.transforms import FanCrop, IntensityWindow, ToGrey
+from data_schedule.transforms import FanCrop, IntensityWindow, Resize, ToGrey, ToRGB
 
 
 class ArrayCache:
@@ -65,3 +67,46 @@ def test_fan_crop_is_decided_on_the_first_frame_and_applied_to_frames_and_labels
     plain = ClipEvalMapper(clip_len=3, size=[20, 30], num_classes=1)(_meta(frames, {1: labels[1]}))
     again = ClipEvalMapper(clip_len=3, size=[20, 30], num_classes=1, transforms=[])(_meta(frames, {1: labels[1]}))
     assert torch.equal(plain["video"], again["video"]) and torch.equal(plain["gt_full"], again["gt_full"])
+
+
+def test_register_default_transforms_apply_only_while_the_mapper_sets_none():
+    frames = np.zeros((4, 20, 30), np.uint8)
+    frames[:, 5:15, 8:25] = 120
+    meta = {**_meta(frames, {}), "default_transforms": ({"name": "FanCrop"},)}
+    unset = ClipEvalMapper(clip_len=3, size=[10, 17], num_classes=1)(meta)
+    explicit = ClipEvalMapper(clip_len=3, size=[10, 17], num_classes=1, transforms=[dict(name="FanCrop")])(meta)
+    none = ClipEvalMapper(clip_len=3, size=[10, 17], num_classes=1, transforms=[])(meta)
+    assert unset["gt_full"].shape == explicit["gt_full"].shape == (1, 10, 17) and none["gt_full"].shape == (1, 20, 30)
+    assert torch.equal(unset["video"], explicit["video"]) and not torch.equal(unset["video"], none["video"])
+    assert torch.equal(unset["video"][0, 0], torch.full((10, 17), 120 / 255))  # all fan, no border
+
+
+def test_resize_scales_spacing_and_inverts_labels():
+    frames = np.arange(4 * 8 * 12, dtype=np.uint8).reshape(4, 8, 12)
+    labels = np.zeros((4, 8, 12), np.int64)
+    labels[:, :4, :6] = 2
+    meta = {"spacing": [0.5, 0.25]}
+    f, lab = Resize([4, 6])(frames, labels, meta)
+    assert f.shape == (4, 4, 6) and f.dtype == np.uint8 and lab.dtype == np.int64
+    assert lab[:, :2, :3].tolist() == [[[2] * 3] * 2] * 4 and lab[:, 2:].sum() == 0 and lab[:, :, 3:].sum() == 0
+    assert int(f[0, 0, 0]) == int(frames[0, :2, :2].mean() + 0.5)  # area average of the 2×2 block (6.5 -> 7)
+    assert meta["spacing"] == [1.0, 0.5]  # a pixel twice as large, in mm
+    back = Resize([4, 6]).invert_labels(lab, {}, (8, 12))
+    assert back.shape == (4, 8, 12) and np.array_equal(back, labels)
+    same = np.zeros((2, 4, 6), np.uint8)
+    assert Resize([4, 6])(same, same, {})[0] is same
+    with pytest.raises(ConfigError, match=r"Resize: size must be \[H, W\]"):
+        Resize([4])
+
+
+def test_to_rgb_and_the_fan_crop_inverse():
+    grey = np.full((2, 3, 4), 7, np.uint8)
+    rgb, _ = ToRGB()(grey, None, {})
+    assert rgb.shape == (2, 3, 4, 3) and (rgb == 7).all() and ToRGB()(rgb, None, {})[0] is rgb
+    assert np.array_equal(ToGrey()(rgb, None, {})[0], grey)  # grey -> RGB -> grey is lossless
+    frames = np.zeros((2, 20, 30), np.uint8)
+    frames[:, 5:15, 8:25] = 120
+    crop, meta = FanCrop(), _meta(frames, {})
+    pred = np.ones((2, 10, 17), np.uint8)
+    full = crop.invert_labels(pred, meta, (20, 30))
+    assert full.shape == (2, 20, 30) and full.sum() == 2 * 10 * 17 and full[:, 5:15, 8:25].all()
