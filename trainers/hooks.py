@@ -97,7 +97,7 @@ class BestCheckpointer(HookBase):
 
     def after_step(self):
         t = self.trainer
-        if t.latest_eval is None or t.latest_eval is self._seen_eval:
+        if not t.latest_eval or t.latest_eval is self._seen_eval:  # nothing evaluated (or data.evaluate empty)
             return
         self._seen_eval = t.latest_eval
         flat = {f"{ds}/{k}": v for ds, res in t.latest_eval.items() for k, v in res.items()}

@@ -108,6 +108,12 @@ def test_train_attmpt_refuses_existing_run_and_start_over_keeps_it(synth_root, t
     assert len(archived) == 1 and (archived[0] / "checkpoints" / "model_final.pth").read_bytes() == before
 
 
+def test_training_without_evaluation_datasets_finishes_and_saves(synth_root, tiny_config, tmp_path):
+    out = tmp_path / "run"  # data.evaluate=[]: the final evaluation has nothing to do, the best-checkpoint hook waits
+    assert run(tiny_config, out, "train.max_iter=1", "data.evaluate=[]") == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["model_final.pth"]
+
+
 def test_resume_refuses_model_change_but_allows_max_iter(synth_root, tiny_config, tmp_path, capsys):
     out = tmp_path / "run"
     assert run(tiny_config, out, "train.max_iter=2", "train.eval_period=-1") == 0
