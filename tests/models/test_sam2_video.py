@@ -11,7 +11,7 @@ T, H, W = 5, 48, 80  # input frames are not square and not at the model's 64² s
 @pytest.fixture(scope="module")
 def adapter():
     torch.manual_seed(0)
-    return SAM2VideoAdapter(build_sam2_video_model("cpu_tiny", image_size=64))
+    return SAM2VideoAdapter(build_sam2_video_model("cpu_tiny", image_size=64), frame_batch=2)  # 3 encoder calls
 
 
 def _video(seed=0, t=T, h=H, w=W):
@@ -83,12 +83,18 @@ def test_a_given_mask_is_encoded_into_memory_at_full_resolution(adapter):
     assert torch.equal(seen[0][:, 0] > 0, masks[0])
 
 
-def test_training_path_is_differentiable_into_mask_decoder_and_memory_attention(adapter):
+@pytest.mark.parametrize("mode", ["eval", "train"])  # train(): dropout and SAM2's training-time memory rules
+def test_training_path_is_differentiable_into_mask_decoder_and_memory_attention(adapter, mode):
     model = adapter.model
     model.zero_grad()
     masks = _chambers()
-    logits, aux = adapter.segment(_video(3), {"boxes": BOXES}, [0], train=True)
+    getattr(adapter, mode)()
+    try:
+        logits, aux = adapter.segment(_video(3), {"boxes": BOXES}, [0], train=True)
+    finally:
+        adapter.eval()
     losses = SAM2Loss()(aux, masks)
+    assert all(torch.isfinite(v) and v > 0 for v in losses.values())
     sum(losses.values()).backward()
     grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert any(n.startswith("sam_mask_decoder.output_hypernetworks_mlps") for n in grads)
