@@ -6,7 +6,8 @@ clip) at 128² and 256², for the ``cpu_tiny`` preset and ``sam2.1_hiera_t`` (ra
     python benchmarks/sam2_adapter.py [--frames 8] [--repeats 2] [--train_size 128] [--markdown]
 
 Frames per second count the whole ``segment`` call (image encoder on every frame + tracking), the median of
-``--repeats`` runs after one warm-up. Set OMP_NUM_THREADS to the cores you mean to use.
+``--repeats`` runs after one warm-up. At 128² the package's own predictor does the same job for comparison
+(``add_new_points_or_box`` per object + ``propagate_in_video``, tqdm bar on stderr). Set OMP_NUM_THREADS to the cores you mean to use.
 """
 from __future__ import annotations
 
@@ -22,7 +23,16 @@ sys.path.insert(0, str(REPO))
 from benchmarks._table import time_ms  # noqa: E402
 from models.sam2.build import build_sam2_video_model, count_parameters  # noqa: E402
 from models.sam2.loss import SAM2Loss  # noqa: E402
-from models.sam2.video import SAM2VideoAdapter, normalize  # noqa: E402
+from models.sam2.video import SAM2VideoAdapter, init_state_from_tensor, normalize  # noqa: E402
+
+
+def _package_predictor(model, video: torch.Tensor, boxes: torch.Tensor) -> None:
+    """The same job through the package's own API: one box per object, then propagate_in_video."""
+    state = init_state_from_tensor(model, video)
+    for k in range(boxes.shape[1]):
+        model.add_new_points_or_box(state, frame_idx=0, obj_id=k + 1, box=boxes[0, k])
+    for _ in model.propagate_in_video(state):
+        pass
 
 
 def _clip(t: int, size: int, k: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -54,6 +64,10 @@ def main() -> None:
             ms = time_ms(lambda: adapter.segment(video, {"boxes": boxes}, [0]), args.repeats)
             rows.append((config, f"{count_parameters(adapter) / 1e6:.2f} M", f"{size}²", "inference, 4 objects",
                          f"{args.frames * 1e3 / ms:.2f} frames/s", f"{ms / 1e3:.2f} s / {args.frames} frames"))
+            if size == 128:  # the package predictor on the same clip, for comparison (objects one at a time)
+                ms = time_ms(lambda: _package_predictor(adapter.model, video, boxes), args.repeats)
+                rows.append((config, "", f"{size}²", "package predictor, 4 objects",
+                             f"{args.frames * 1e3 / ms:.2f} frames/s", f"{ms / 1e3:.2f} s / {args.frames} frames"))
     adapter = SAM2VideoAdapter(build_sam2_video_model("cpu_tiny", image_size=args.train_size)).train()
     video, boxes, masks = _clip(args.frames, args.train_size)
     opt, crit = torch.optim.AdamW(adapter.parameters(), lr=1e-4), SAM2Loss()

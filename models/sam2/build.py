@@ -38,7 +38,8 @@ PACKAGE_CONFIGS = ("sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.
 # d_model), 32-dim memories, one memory-attention layer and 3 memory frames. Everything else (object pointers, object
 # scores, multimask tracking) is the package's. 1,347,458 parameters (sam2.1_hiera_t: 38,962,498), 0.74 M of them
 # in the mask decoder, whose transformer widths (MLP 2048, 8 heads) ``SAM2Base`` hard-codes. 4 objects at 128²:
-# ~35-39 frames/s inference; a training iteration takes ~0.3 s for 4 frames, ~1 s for 8 (benchmarks/sam2_adapter.py).
+# 30-39 frames/s inference, 0.4-1 s per training iteration of an 8-frame clip, on one thread of a busy 2-core
+# machine (benchmarks/sam2_adapter.py).
 _D, _E = 64, 16  # hidden dim (d_model) and Hiera's first-stage embed dim
 CPU_TINY_OVERRIDES: dict[str, Any] = {
     "model.image_encoder.trunk.embed_dim": _E,

@@ -13,7 +13,7 @@ backward, with gradients.
   ``{"boxes": P×K×4}`` xyxy in pixels of the input frames (SAM2 encodes a box as two points with labels 2, 3), or
   ``{"masks": P×K×H×W}`` bool/float at the input resolution (ground-truth masks; an all-zero mask says "absent").
   Object k (0-based) is SAM2's object id k + 1 (for CardiacUDC: 1 LV, 2 LA, 3 RA, 4 RV).
-- ``prompt_frames``: P distinct frame indices in [0, T) that carry the prompts.
+- ``prompt_frames``: P distinct frame indices in [0, T) that carry the prompts (a sequence, a 1-D tensor or an int).
 - ``train``: True runs with autograd (differentiable w.r.t. every parameter with ``requires_grad``); False runs
   under ``torch.no_grad()``. Dropout and SAM2's training-time memory rules follow ``adapter.train()/.eval()``.
 
@@ -100,7 +100,9 @@ class SAM2VideoAdapter(nn.Module):
         if not isinstance(prompts, dict) or len(set(prompts) & {"boxes", "masks"}) != 1 or len(prompts) != 1:
             raise PromptError(f"prompts must be {{'boxes': P×K×4}} or {{'masks': P×K×H×W}}, got keys "
                               f"{sorted(prompts) if isinstance(prompts, dict) else type(prompts).__name__}")
-        frames = [int(f) for f in (prompt_frames.tolist() if torch.is_tensor(prompt_frames) else prompt_frames)]
+        if torch.is_tensor(prompt_frames):
+            prompt_frames = prompt_frames.reshape(-1).tolist()
+        frames = [int(prompt_frames)] if isinstance(prompt_frames, int) else [int(f) for f in prompt_frames]
         if not frames or len(set(frames)) != len(frames):
             raise PromptError(f"prompt_frames must be distinct frame indices, got {frames}")
         bad = [f for f in frames if not 0 <= f < t]
