@@ -24,6 +24,13 @@ def test_presets_target_the_attention_projections_and_freeze_the_rest():
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     assert count_parameters(model, trainable_only=True) == expected == 15_616  # A: r×in, B: out×r per Linear
+    unfrozen = _tiny()
+    unfrozen.image_encoder.requires_grad_(False)
+    add_lora(unfrozen, "mask_decoder", freeze_base=False)  # the base keeps its own flags
+    flags = {n: p.requires_grad for n, p in unfrozen.named_parameters()}
+    assert flags["sam_mask_decoder.transformer.layers.0.self_attn.q_proj.base_layer.weight"]
+    assert flags["memory_attention.layers.0.self_attn.q_proj.weight"]
+    assert not any(v for n, v in flags.items() if n.startswith("image_encoder"))
 
 
 def test_adapters_saved_alone_reload_to_identical_predictions(tmp_path):
