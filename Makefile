@@ -8,9 +8,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test venv data clean-venv
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-sdist.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt 2>&1 | { grep -v "^WARNING: Location .* is ignored" || true; }
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-build-isolation --no-deps -r requirements-sdist.txt 2>&1 | \
+		{ grep -v "^WARNING: Location .* is ignored" || true; }
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -25,14 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.errors import MedVidSegError
+from core.errors import CheckpointError  # noqa: F401  (re-exported: defined in core.errors since the SAM2 adapter)
 
 logger = logging.getLogger(__name__)
 _ITER_RE = re.compile(r"model_(\d+)\.pth$")
-
-
-class CheckpointError(MedVidSegError, ValueError):
-    """A checkpoint that cannot be used; the message names the file and the reason."""
 
 
 def save_atomic(obj: Any, path: str | Path) -> Path:

@@ -15,6 +15,11 @@ class TrainingError(MedVidSegError, FloatingPointError):
     kept."""
 
 
+class CheckpointError(MedVidSegError, ValueError):
+    """A checkpoint that cannot be used (missing, corrupt, foreign, or written for another model config); the
+    message names the file and the reason (for a config mismatch: a few of the missing and unexpected keys)."""
+
+
 class ConfigError(MedVidSegError, ValueError, KeyError):
     """A config file, override or component argument is wrong. Also a ValueError and a KeyError, which is what
     the same checks raised before they had their own type, so code catching those keeps working."""
