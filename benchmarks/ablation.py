@@ -43,6 +43,9 @@ ROWS = {  # label -> config (each a few lines on top of lgrnet_tiny.py)
     # LGSD variants, trained only when named in --rows (issue 11's measurements of why LGSD's targets go uniform)
     "+LGSD-slots": "configs/cardiac/lgrnet_tiny_lgsd_slots.py",  # every frame-query slot distilled (iBOT-style)
     "+LGSD-perview": "configs/cardiac/lgrnet_tiny_lgsd_perview.py",  # head statistics per view group
+    # seed 000's BOX-SAM2 row (another meta-architecture, its own 1500-iteration schedule); only via --rows.
+    # benchmarks/box_sam2.py decomposes its result (GT-box upper bound, box noise, box head accuracy)
+    "BOX-SAM2": "configs/cardiac/box_sam2_tiny.py",
 }
 DEFAULT_ROWS = ["BASIC", "+HTS", "+LGSD", "+HTS+LGSD"]
 DATASET = "echo_synth_random_test"

@@ -1,5 +1,7 @@
 """Parameter and FLOP counts (fvcore). fvcore counts one fused multiply-add as one FLOP, i.e. it reports MACs,
-the convention of the LGRNet paper's GFLOPs column."""
+the convention of the LGRNet paper's GFLOPs column. A model whose ``predict`` fvcore's JIT tracer cannot follow
+(data-dependent control flow: BOX-SAM2's prompt frames and memory) is counted with torch's dispatcher-level
+``FlopCounterMode`` instead, halved to MACs."""
 from __future__ import annotations
 
 import logging
@@ -85,8 +87,32 @@ def count_flops(model: nn.Module, clip_len: int, size: tuple[int, int], device: 
         fca.set_op_handle(**_EXTRA_HANDLES)
         fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
         return fca.total() / 1e9
-    except Exception as e:  # tracing is best-effort; a model it cannot trace still trains
+    except Exception as e:  # fvcore traces with torch.jit: data-dependent Python control flow defeats it
+        logger.info(f"fvcore cannot trace {type(model).__name__}.predict ({type(e).__name__}); counting with "
+                    f"torch's FlopCounterMode instead")
+        return _dispatch_gmacs(model, video)
+    finally:
+        model.train(was_training)
+
+
+def _dispatch_gmacs(model: nn.Module, video: torch.Tensor) -> float | None:
+    """GMACs of one ``predict`` counted at the dispatcher (``torch.utils.flop_counter``: matmuls, convolutions,
+    attention), which follows whatever Python path the call takes. It counts 2 FLOPs per multiply-add; halved here
+    to the MACs of the fvcore column. Element-wise ops are not counted by either."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # its module tracker hooks every module input that requires grad; a parameter passed as a module's input
+    # (SAM2 does) has no grad_fn and trips it, so parameters are frozen for the count and restored after
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        with FlopCounterMode(display=False) as counter:
+            _PredictWrapper(model)(video)
+        return counter.get_total_flops() / 2 / 1e9
+    except Exception as e:  # a count is best-effort; a model that cannot be counted still trains
         logger.warning(f"FLOP count failed ({type(e).__name__}: {e}); reporting none")
         return None
     finally:
-        model.train(was_training)
+        for p, flag in flags:
+            p.requires_grad_(flag)

@@ -61,3 +61,24 @@ def test_lgrnet_flops_are_counted_through_the_selective_scan():
     assert flops is not None and flops > 0
     # larger clips cost more, roughly in proportion (the per-frame parts dominate)
     assert 1.5 < count_flops(model, 6, (64, 64), torch.device("cpu")) / flops < 2.5
+
+
+def test_an_untraceable_predict_is_counted_at_the_dispatcher_in_the_same_macs(caplog):
+    conv, lin = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
+
+    def traceable(video):
+        y = conv(video.flatten(0, 1))  # (T, 8, H, W)
+        return lin(y.flatten(2).transpose(1, 2))
+
+    def untraceable(video):  # stands for a predict the JIT tracer fails on (BOX-SAM2's, inside the sam2 package)
+        if torch.jit.is_tracing():
+            raise RuntimeError("cannot be traced")
+        return traceable(video)
+
+    t, h, w = 3, 6, 5
+    macs = t * h * w * (8 * 3 * 9 + 4 * 8)  # 3×3 convolution and the linear layer, one MAC per multiply-add
+    caplog.set_level("INFO", logger="models.complexity")
+    assert round(count_flops(_Wrap(traceable, conv, lin), t, (h, w), torch.device("cpu")) * 1e9) == macs
+    assert "FlopCounterMode" not in caplog.text  # fvcore traced it
+    assert round(count_flops(_Wrap(untraceable, conv, lin), t, (h, w), torch.device("cpu")) * 1e9) == macs
+    assert "fvcore cannot trace" in caplog.text  # the dispatcher count, same MACs

@@ -1,0 +1,1 @@
+"""Prediction heads shared by meta-architectures (the BOX-SAM2 box head)."""
