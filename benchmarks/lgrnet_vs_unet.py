@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""LGRNet vs the per-frame U-Net at equal training wall-clock on this machine, on the embedded data.
+"""LGRNet (and BOX-SAM2) vs the per-frame U-Net at equal training wall-clock on this machine, on the embedded data.
 
-    python benchmarks/lgrnet_vs_unet.py [--budget_s 420] [--out output/bench/lgrnet_vs_unet] [key=value ...]
+    python benchmarks/lgrnet_vs_unet.py [--budget_s 420] [--models UNetBaseline LGRNet BoxSAM2]
+        [--out output/bench/lgrnet_vs_unet] [key=value ...]
 
 For each config: a short calibration run measures seconds per iteration, the iteration count is set so training
 takes ``--budget_s`` seconds (the LR schedule is sized to it, so both models finish their schedule), the model is
@@ -19,7 +20,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = {"UNetBaseline": "configs/cardiac/unet_tiny.py", "LGRNet": "configs/cardiac/lgrnet_tiny.py"}
+CONFIGS = {"UNetBaseline": "configs/cardiac/unet_tiny.py", "LGRNet": "configs/cardiac/lgrnet_tiny.py",
+           "BoxSAM2": "configs/cardiac/box_sam2_tiny.py"}
+DEFAULT_MODELS = ["UNetBaseline", "LGRNet"]
 QUIET = ["log.wandb.enabled=false", "log.tensorboard=false"]
 
 
@@ -52,11 +55,14 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget_s", type=float, default=420.0, help="training wall-clock per model (seconds)")
     ap.add_argument("--calib_iters", type=int, default=40)
+    ap.add_argument("--models", nargs="+", choices=list(CONFIGS), default=DEFAULT_MODELS,
+                    help="which configs (the U-Net is the reference of the ratios; it is always trained)")
     ap.add_argument("--out", type=Path, default=REPO / "output/bench/lgrnet_vs_unet")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     results = {}
-    for name, config in CONFIGS.items():
+    for name in dict.fromkeys(["UNetBaseline", *args.models]):
+        config = CONFIGS[name]
         calib = args.out / f"{name}_calib"
         _train(config, calib, args.calib_iters, args.overrides)
         s_it = _seconds_per_iter(calib)
@@ -68,15 +74,19 @@ def main(argv: list[str] | None = None) -> None:
                              mDice=m["mDice"], mIoU=m["mIoU"], per_class_dice={k[5:]: v for k, v in m.items() if k.startswith("Dice_")})
         print(f"{name}: {iters} iterations at {s_it:.2f} s/it, trained in {wall:.0f} s, mDice {m['mDice']:.4f}",
               flush=True)
-    u, g = results["UNetBaseline"], results["LGRNet"]
+    u = results["UNetBaseline"]
     print("\n| model | config | iterations | s/it | train wall-clock (s) | mDice | mIoU |\n|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | `{r['config']}` | {r['iterations']} | {r['s_per_iter']:.2f} | {r['train_wall_s']:.0f} | "
               f"{r['mDice']:.4f} | {r['mIoU']:.4f} |")
-    ratio = g["mDice"] / u["mDice"]
-    print(f"\nLGRNet / U-Net mDice ratio: {ratio:.3f} (wall-clock ratio {g['train_wall_s'] / u['train_wall_s']:.2f})")
+    ratios = {}
+    for name, r in results.items():
+        if name != "UNetBaseline":
+            ratios[name] = r["mDice"] / u["mDice"]
+            print(f"\n{name} / U-Net mDice ratio: {ratios[name]:.3f} (wall-clock ratio "
+                  f"{r['train_wall_s'] / u['train_wall_s']:.2f})")
     (args.out / "results.json").write_text(json.dumps({"budget_s": args.budget_s, "overrides": args.overrides,
-                                                       "results": results, "mdice_ratio": ratio}, indent=1))
+                                                       "results": results, "mdice_ratio": ratios}, indent=1))
 
 
 if __name__ == "__main__":

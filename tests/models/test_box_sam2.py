@@ -124,3 +124,19 @@ def test_flops_are_counted_although_predict_cannot_be_traced():
     one, two = (count_flops(model, t, (SIZE, SIZE), torch.device("cpu")) for t in (2, 4))
     assert one and 1.6 < two / one < 2.4  # per-frame work: twice the frames, about twice the MACs
     assert all(p.requires_grad for p in model.parameters())  # the count froze them only while counting
+
+
+def test_paper_size_config_builds_with_lora_and_counts_its_parameters(monkeypatch):
+    from core.config import load_config
+    from core.registry import MODELS, build
+    from models.sam2.build import count_parameters
+
+    monkeypatch.delenv("SAM2_CHECKPOINT", raising=False)  # random init: no weights here
+    cfg = load_config("configs/cardiac/box_sam2_hiera_t.py")
+    assert cfg.model.sam2.config == "sam2.1_hiera_t" and cfg.model.sam2.image_size == 512
+    torch.manual_seed(0)
+    model = build(MODELS, cfg.model)
+    lora = sum(p.numel() for n, p in model.sam2.named_parameters() if "lora_" in n)
+    assert count_parameters(model.sam2.model) - lora == 38_962_498  # Hiera-T as released (REFERENCE 5.1)
+    assert lora == 212_992  # r 8 on the 60 attention projections
+    assert all(p.requires_grad == ("lora_" in n) for n, p in model.sam2.named_parameters())
