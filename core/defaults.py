@@ -27,6 +27,7 @@ TRAIN = dict(
     log_period=20,
     nonfinite=dict(policy="error", max_skips=10),  # non-finite loss: "error" stops, "skip" drops the step
     find_unused_parameters=False,  # DDP's find_unused_parameters
+    hooks=[],                 # extra trainer hooks: [dict(name=<HOOKS entry>, ...its arguments)] (trainers/hooks.py)
 )
 OPTIM = dict(
     name="AdamW",             # a torch.optim class in the OPTIMIZERS registry: AdamW, Adam, SGD
