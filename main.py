@@ -111,12 +111,11 @@ def check_writable(run_dir: Path) -> None:
         raise UsageError(f"Run directory {run_dir} is not writable: {e.strerror or e}") from None
 
 
-def check_disk_space(run_dir: Path, model, keep: int) -> None:
-    """Refuse to start when the run directory's disk cannot hold a few checkpoints (weights + two AdamW
-    moments each) plus room for logs and evaluation outputs."""
+def check_disk_space(run_dir: Path, ckpt_bytes: int, keep: int) -> None:
+    """Refuse to start when the run directory's disk cannot hold a few checkpoints of ``ckpt_bytes`` each (what
+    is saved: ``Trainer.checkpoint_bytes()``) plus room for logs and evaluation outputs."""
     import shutil
 
-    ckpt_bytes = 3 * sum(t.numel() * t.element_size() for t in model.state_dict().values())
     needed = (max(keep, 2) + 1) * ckpt_bytes + 256 * 2**20
     free = shutil.disk_usage(run_dir).free
     if free < needed:
@@ -212,7 +211,7 @@ def run_train(args, argv) -> None:
         write_env_info(run_dir, argv)
     logger.info(f"Run directory: {run_dir}")
     if comm.is_main_process():
-        check_disk_space(run_dir, trainer.model, int(cfg.train.keep_last))
+        check_disk_space(run_dir, trainer.checkpoint_bytes(), int(cfg.train.keep_last))
     if found is not None:
         trainer.load_checkpoint_state(found[1], found[0])
     if comm.is_main_process():
@@ -234,12 +233,11 @@ def run_train(args, argv) -> None:
 
 def run_eval(args, argv) -> None:
     from core import comm
-    from core.checkpoint import (CheckpointError, check_model_matches, checkpoint_iteration, list_checkpoints,
-                                 load_checkpoint)
+    from core.checkpoint import CheckpointError, checkpoint_iteration, list_checkpoints, load_checkpoint
     from core.config import config_from_container, load_config
     from core.logger import setup_logger
     from trainers.evaluation import evaluate_all
-    from trainers.train_loop import build_model, default_device
+    from trainers.train_loop import default_device, load_model
 
     path = Path(args.eval_path)
     if path.is_dir():
@@ -264,9 +262,7 @@ def run_eval(args, argv) -> None:
                 raise CheckpointError(f"Checkpoint {ckpt_path} holds no config; pass --config_file")
             cfg = config_from_container(ckpt["config"], f"checkpoint {ckpt_path}", args.overrides)
         set_roots(cfg)
-        model = build_model(cfg, device)
-        check_model_matches(ckpt, ckpt_path, cfg.model.name, model)
-        model.load_state_dict(ckpt["model"])
+        model = load_model(cfg, device, ckpt, ckpt_path)
         eval_root = run_dir / "eval" if len(ckpts) == 1 else run_dir / "eval" / ckpt_path.stem
         it = ckpt.get("iteration", checkpoint_iteration(ckpt_path))
         logger.info(f"Evaluating {ckpt_path} (iteration {it})")

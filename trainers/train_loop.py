@@ -20,8 +20,8 @@ from omegaconf import OmegaConf
 
 from core import comm
 from core.catalog import BadData
-from core.checkpoint import (CheckpointError, check_model_matches, get_rng_state, remove_stale_temp_files,
-                             set_rng_state)
+from core.checkpoint import (STATE_MODES, CheckpointError, checkpoint_model_state, get_rng_state,
+                             load_model_state, remove_stale_temp_files, set_rng_state)
 from core.config import config_to_container
 from core.errors import ConfigError, TrainingError
 from core.events import JSONWriter, TensorboardWriter, WandbWriter
@@ -45,6 +45,18 @@ def build_model(cfg, device: torch.device) -> MetaArch:
     return model.to(device)
 
 
+def load_model(cfg, device: torch.device, ckpt: dict | None = None, path: str | Path | None = None) -> MetaArch:
+    """The model of ``cfg`` on ``device``, built after seeding with ``train.seed`` as the trainer builds it (so a
+    randomly initialised frozen base is the one training used), with the weights of ``ckpt`` (read from
+    ``path``; the whole state or, ``train.checkpoint.state="trainable"``, the trained part on a checked frozen
+    base) if given."""
+    torch.manual_seed(int(cfg.train.seed))
+    model = build_model(cfg, device)
+    if ckpt is not None:
+        load_model_state(model, ckpt, path, cfg.model.name, model.frozen_state_keys(), model.frozen_base_path)
+    return model
+
+
 def default_device() -> torch.device:
     return torch.device("cuda", comm.get_local_rank()) if torch.cuda.is_available() else torch.device("cpu")
 
@@ -64,6 +76,11 @@ class Trainer:
         if not self.model.trains:
             raise ConfigError(f"model {cfg.model.name!r} does not train (trains=False); evaluate it with "
                               f"--trainer_mode eval --config_file <config> (no --eval_path needed)")
+        if tc.checkpoint.state not in STATE_MODES:
+            raise ConfigError(f"train.checkpoint.state must be one of {list(STATE_MODES)}, got "
+                              f"{tc.checkpoint.state!r}")
+        self.frozen_keys = self.model.frozen_state_keys()
+        self._frozen_base: dict | None = None  # its record (hashes), computed at the first trainable-only save
         self.ddp_model = self.model
         if comm.get_world_size() > 1:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(
@@ -131,8 +148,8 @@ class Trainer:
     def checkpoint_state(self) -> dict:
         """Everything needed to continue exactly after the current iteration."""
         done = self.iter + 1
-        return {
-            "model": self.model.state_dict(),
+        state = {
+            "model": self._model_state(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -146,10 +163,28 @@ class Trainer:
             "model_name": self.cfg.model.name,
             "config": config_to_container(self.cfg),  # plain data; `+key`s keep their mark
         }
+        if self.cfg.train.checkpoint.state == "trainable":
+            state.update(model_state="trainable", frozen_base=self._frozen_base)
+        return state
+
+    def _model_state(self) -> dict:
+        """The model's state dict; with ``train.checkpoint.state="trainable"`` without the frozen base, whose
+        record (local path, sha256 of the file and of the frozen tensors) is computed once: it never changes."""
+        if self.cfg.train.checkpoint.state != "trainable":
+            return self.model.state_dict()
+        state, self._frozen_base = checkpoint_model_state(self.model.state_dict(), self.frozen_keys,
+                                                          self.model.frozen_base_path, self._frozen_base)
+        return state
+
+    def checkpoint_bytes(self) -> int:
+        """About the size of one checkpoint: the saved model state plus two optimizer moments per trainable
+        parameter (AdamW's; SGD with momentum keeps one)."""
+        saved = sum(t.numel() * t.element_size() for k, t in self.model.state_dict().items()
+                    if self.cfg.train.checkpoint.state != "trainable" or k not in self.frozen_keys)
+        return saved + 2 * sum(p.numel() * p.element_size() for _, p in self.model.trainable_parameters())
 
     def load_checkpoint_state(self, ckpt: dict, path: str | Path) -> None:
-        check_model_matches(ckpt, path, self.cfg.model.name, self.model)
-        self.model.load_state_dict(ckpt["model"])
+        load_model_state(self.model, ckpt, path, self.cfg.model.name, self.frozen_keys)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
