@@ -51,7 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "eval: evaluate --eval_path; check_data: scan the config's datasets and report every "
                         "problem file (exit 1 if any) before spending GPU hours. Default: train_attmpt.")
     p.add_argument("--eval_path", help="eval mode: a checkpoint file, or a folder whose checkpoints are all "
-                                       "evaluated in iteration order (a run directory works too).")
+                                       "evaluated in iteration order (a run directory works too). Not needed "
+                                       "for a model that does not train (trains=False) or whose config names "
+                                       "its weights (model.*.checkpoint local files).")
     p.add_argument("--output_dir", help="run directory (default: output/<config path under configs/ without .py>; "
                                         "in eval mode, the run directory that holds the checkpoint).")
     p.add_argument("--start_over", action="store_true",
@@ -63,8 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.trainer_mode = "train_attmpt"
     if args.trainer_mode != "eval" and not args.config_file:
         p.error(f"--config_file is required for --trainer_mode {args.trainer_mode}")
-    if args.trainer_mode == "eval" and not args.eval_path:
-        p.error("--trainer_mode eval needs --eval_path (a checkpoint file or a folder of checkpoints)")
+    if args.trainer_mode == "eval" and not args.eval_path and not args.config_file:
+        p.error("--trainer_mode eval needs --eval_path (a checkpoint file or a folder of checkpoints), or "
+                "--config_file alone for a model that needs no training (trains=False or model.*.checkpoint)")
     return args
 
 
@@ -231,7 +234,30 @@ def run_train(args, argv) -> None:
               flush=True)
 
 
+def config_checkpoints(model_cfg) -> list[str]:
+    """The local weight files a model config names: every non-empty ``model.*.checkpoint`` value."""
+    from omegaconf import OmegaConf
+
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "checkpoint" and isinstance(v, str) and v:
+                    found.append(v)
+                else:
+                    walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg) else model_cfg)
+    return found
+
+
 def run_eval(args, argv) -> None:
+    if not args.eval_path:
+        return run_eval_untrained(args, argv)
     from core import comm
     from core.checkpoint import CheckpointError, checkpoint_iteration, list_checkpoints, load_checkpoint
     from core.config import config_from_container, load_config
@@ -273,6 +299,40 @@ def run_eval(args, argv) -> None:
     if len(ckpts) > 1 and comm.is_main_process():
         rows = {f"{name} / {ds}": r for name, res in all_results.items() for ds, r in res.items()}
         print(results_table(rows, "All checkpoints:"), flush=True)
+
+
+def run_eval_untrained(args, argv) -> None:
+    """``eval`` with ``--config_file`` and no ``--eval_path``: a model that does not train (``trains = False``) or
+    whose config names its weights (``model.*.checkpoint``) is evaluated as built; any other is refused."""
+    from core import comm
+    from core.config import dump_config, load_config
+    from core.logger import setup_logger
+    from trainers.evaluation import evaluate_all
+    from trainers.train_loop import default_device, load_model
+
+    cfg = load_config(args.config_file, args.overrides)
+    device = default_device()
+    model = load_model(cfg, device)
+    weights = config_checkpoints(cfg.model)
+    if model.trains and not weights:
+        raise UsageError(f"--trainer_mode eval needs --eval_path for model {cfg.model.name!r}: it trains "
+                         f"(trains=True) and its config names no weights (model.*.checkpoint); pass a checkpoint "
+                         f"file or folder of {args.config_file}")
+    run_dir = Path(args.output_dir) if args.output_dir else default_run_dir(args.config_file)
+    if comm.is_main_process():
+        check_writable(run_dir)
+    comm.synchronize()
+    setup_logger(run_dir, comm.get_rank())
+    set_roots(cfg)
+    if comm.is_main_process():
+        dump_config(cfg, run_dir / "config.yaml")
+        write_env_info(run_dir, argv)
+    source = f"weights {', '.join(weights)}" if weights else "no checkpoint (trains=False)"
+    logger.info(f"Evaluating {cfg.model.name} from {args.config_file} with {source}")
+    res = evaluate_all(model, cfg, run_dir / "eval", device, extra_info={"iteration": 0, "checkpoint": None,
+                                                                          "weights": weights})
+    if comm.is_main_process():
+        print(results_table(res, f"{cfg.model.name} ({source}):"), flush=True)
 
 
 def run_check_data(args, argv) -> int:
