@@ -13,6 +13,7 @@ import logging
 import math
 import time
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -119,10 +120,11 @@ class Trainer:
         trainer's; all run in order of ``priority`` (ties: registration order). A hook registered after
         ``load_checkpoint_state`` still gets its saved state."""
         for i, h in enumerate(hooks):
-            if not isinstance(h, HookBase):
+            if isinstance(h, Mapping) or OmegaConf.is_dict(h):
                 h = build(HOOKS, h, key=f"train.hooks[{i}]")
-                if not isinstance(h, HookBase):
-                    raise ConfigError(f"train.hooks[{i}]: {type(h).__name__} is not a trainers.hooks.HookBase")
+            if not isinstance(h, HookBase):
+                raise ConfigError(f"hook {i} ({type(h).__name__}) is not a trainers.hooks.HookBase nor a "
+                                  f"dict(name=<HOOKS entry>, ...)")
             h.trainer = weakref.proxy(self)
             self.hooks.append(h)
             key = self._hook_keys()[-1]
