@@ -20,9 +20,10 @@ OPTIMIZERS.register(torch.optim.SGD)
 
 def param_groups(model: nn.Module, base_lr: float, weight_decay: float, lr_multipliers: dict[str, float],
                  no_decay_norm_bias: bool = True) -> list[dict]:
-    """One group per (lr multiplier, decay) pair over the model's trainable parameters. A parameter's multiplier comes from the longest prefix of its
-    name in ``lr_multipliers`` (e.g. {"net.encoder": 0.1}); biases and 1-D (norm) weights get no decay, nor do
-    parameters marked ``p._no_weight_decay = True`` (the selective scan's A_log, as in Mamba)."""
+    """One group per (lr multiplier, decay) pair over the model's trainable parameters. A parameter's
+    multiplier comes from the longest prefix of its name in ``lr_multipliers`` (e.g. {"net.encoder": 0.1});
+    biases and 1-D (norm) weights get no decay, nor do parameters marked ``p._no_weight_decay = True`` (the
+    selective scan's A_log, as in Mamba)."""
     from models.base import MetaArch
 
     prefixes = sorted(lr_multipliers, key=len, reverse=True)

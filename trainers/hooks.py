@@ -16,8 +16,8 @@ completed ``i + 1`` iterations. ``hook.trainer`` is a weak proxy to the trainer,
 
 Where hooks come from (``Trainer.__init__``): the built-in ones (logging, evaluation, best and periodic
 checkpoints), those the model contributes (``MetaArch.hooks()``), then ``train.hooks`` entries of the config,
-built from the ``HOOKS`` registry: ``train.hooks=[dict(name="EMAHook", pairs={"teacher": "student"}, momentum=0.99)]``; code that
-builds a trainer adds its own with ``Trainer.register_hooks``. They run in order of ``priority`` (lower first,
+built from the ``HOOKS`` registry, e.g. ``train = dict(hooks=[dict(name="EMAHook", pairs={"teacher": "student"},
+momentum=0.99)])``; code that builds a trainer adds its own with ``Trainer.register_hooks``. They run in order of ``priority`` (lower first,
 ties in that order): a hook that changes the model (EMA: 10) runs before the default 50, and the logging,
 evaluation and checkpoint hooks (90) run last, so they see the model and scalars after every other hook's step.
 """
