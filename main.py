@@ -305,6 +305,7 @@ def run_eval_untrained(args, argv) -> None:
     """``eval`` with ``--config_file`` and no ``--eval_path``: a model that does not train (``trains = False``) or
     whose config names its weights (``model.*.checkpoint``) is evaluated as built; any other is refused."""
     from core import comm
+    from core.checkpoint import list_checkpoints
     from core.config import dump_config, load_config
     from core.logger import setup_logger
     from trainers.evaluation import evaluate_all
@@ -319,6 +320,11 @@ def run_eval_untrained(args, argv) -> None:
                          f"(trains=True) and its config names no weights (model.*.checkpoint); pass a checkpoint "
                          f"file or folder of {args.config_file}")
     run_dir = Path(args.output_dir) if args.output_dir else default_run_dir(args.config_file)
+    existing = list_checkpoints(run_dir)
+    if existing:  # a training run's directory: its config.yaml and eval/ are not ours to overwrite
+        raise UsageError(f"Run directory {run_dir} holds {len(existing)} checkpoint(s) of a training run; pass "
+                         f"--eval_path {run_dir / 'checkpoints'} to evaluate them, or --output_dir for this "
+                         f"evaluation")
     if comm.is_main_process():
         check_writable(run_dir)
     comm.synchronize()

@@ -72,6 +72,13 @@ def test_a_model_that_does_not_train_is_evaluated_from_its_config_alone(synth_ro
     assert cli.main(["--config_file", str(cfg), "--output_dir", str(tmp_path / "train"), *overrides]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "does not train (trains=False)" in err
+    # a training run's directory is not overwritten by such an evaluation
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "model_final.pth").write_bytes(b"")
+    assert cli.main(["--trainer_mode", "eval", "--config_file", str(cfg), "--output_dir", str(tmp_path / "run"),
+                     *overrides]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--eval_path" in err and not (tmp_path / "run" / "config.yaml").exists()
 
 
 def test_a_trainable_model_needs_eval_path_unless_its_config_names_its_weights(synth_root, tiny_config, tmp_path,
