@@ -51,7 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "eval: evaluate --eval_path; check_data: scan the config's datasets and report every "
                         "problem file (exit 1 if any) before spending GPU hours. Default: train_attmpt.")
     p.add_argument("--eval_path", help="eval mode: a checkpoint file, or a folder whose checkpoints are all "
-                                       "evaluated in iteration order (a run directory works too).")
+                                       "evaluated in iteration order (a run directory works too). Not needed "
+                                       "for a model that does not train (trains=False) or whose config names "
+                                       "its weights (model.*.checkpoint local files).")
     p.add_argument("--output_dir", help="run directory (default: output/<config path under configs/ without .py>; "
                                         "in eval mode, the run directory that holds the checkpoint).")
     p.add_argument("--start_over", action="store_true",
@@ -63,8 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.trainer_mode = "train_attmpt"
     if args.trainer_mode != "eval" and not args.config_file:
         p.error(f"--config_file is required for --trainer_mode {args.trainer_mode}")
-    if args.trainer_mode == "eval" and not args.eval_path:
-        p.error("--trainer_mode eval needs --eval_path (a checkpoint file or a folder of checkpoints)")
+    if args.trainer_mode == "eval" and not args.eval_path and not args.config_file:
+        p.error("--trainer_mode eval needs --eval_path (a checkpoint file or a folder of checkpoints), or "
+                "--config_file alone for a model that needs no training (trains=False or model.*.checkpoint)")
     return args
 
 
@@ -111,12 +114,11 @@ def check_writable(run_dir: Path) -> None:
         raise UsageError(f"Run directory {run_dir} is not writable: {e.strerror or e}") from None
 
 
-def check_disk_space(run_dir: Path, model, keep: int) -> None:
-    """Refuse to start when the run directory's disk cannot hold a few checkpoints (weights + two AdamW
-    moments each) plus room for logs and evaluation outputs."""
+def check_disk_space(run_dir: Path, ckpt_bytes: int, keep: int) -> None:
+    """Refuse to start when the run directory's disk cannot hold a few checkpoints of ``ckpt_bytes`` each (what
+    is saved: ``Trainer.checkpoint_bytes()``) plus room for logs and evaluation outputs."""
     import shutil
 
-    ckpt_bytes = 3 * sum(t.numel() * t.element_size() for t in model.state_dict().values())
     needed = (max(keep, 2) + 1) * ckpt_bytes + 256 * 2**20
     free = shutil.disk_usage(run_dir).free
     if free < needed:
@@ -212,7 +214,7 @@ def run_train(args, argv) -> None:
         write_env_info(run_dir, argv)
     logger.info(f"Run directory: {run_dir}")
     if comm.is_main_process():
-        check_disk_space(run_dir, trainer.model, int(cfg.train.keep_last))
+        check_disk_space(run_dir, trainer.checkpoint_bytes(), int(cfg.train.keep_last))
     if found is not None:
         trainer.load_checkpoint_state(found[1], found[0])
     if comm.is_main_process():
@@ -232,14 +234,36 @@ def run_train(args, argv) -> None:
               flush=True)
 
 
+def config_checkpoints(model_cfg) -> list[str]:
+    """The local weight files a model config names: every non-empty ``model.*.checkpoint`` value."""
+    from omegaconf import OmegaConf
+
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "checkpoint" and isinstance(v, str) and v:
+                    found.append(v)
+                else:
+                    walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg) else model_cfg)
+    return found
+
+
 def run_eval(args, argv) -> None:
+    if not args.eval_path:
+        return run_eval_untrained(args, argv)
     from core import comm
-    from core.checkpoint import (CheckpointError, check_model_matches, checkpoint_iteration, list_checkpoints,
-                                 load_checkpoint)
+    from core.checkpoint import CheckpointError, checkpoint_iteration, list_checkpoints, load_checkpoint
     from core.config import config_from_container, load_config
     from core.logger import setup_logger
     from trainers.evaluation import evaluate_all
-    from trainers.train_loop import build_model, default_device
+    from trainers.train_loop import default_device, load_model
 
     path = Path(args.eval_path)
     if path.is_dir():
@@ -264,9 +288,7 @@ def run_eval(args, argv) -> None:
                 raise CheckpointError(f"Checkpoint {ckpt_path} holds no config; pass --config_file")
             cfg = config_from_container(ckpt["config"], f"checkpoint {ckpt_path}", args.overrides)
         set_roots(cfg)
-        model = build_model(cfg, device)
-        check_model_matches(ckpt, ckpt_path, cfg.model.name, model)
-        model.load_state_dict(ckpt["model"])
+        model = load_model(cfg, device, ckpt, ckpt_path)
         eval_root = run_dir / "eval" if len(ckpts) == 1 else run_dir / "eval" / ckpt_path.stem
         it = ckpt.get("iteration", checkpoint_iteration(ckpt_path))
         logger.info(f"Evaluating {ckpt_path} (iteration {it})")
@@ -277,6 +299,46 @@ def run_eval(args, argv) -> None:
     if len(ckpts) > 1 and comm.is_main_process():
         rows = {f"{name} / {ds}": r for name, res in all_results.items() for ds, r in res.items()}
         print(results_table(rows, "All checkpoints:"), flush=True)
+
+
+def run_eval_untrained(args, argv) -> None:
+    """``eval`` with ``--config_file`` and no ``--eval_path``: a model that does not train (``trains = False``) or
+    whose config names its weights (``model.*.checkpoint``) is evaluated as built; any other is refused."""
+    from core import comm
+    from core.checkpoint import list_checkpoints
+    from core.config import dump_config, load_config
+    from core.logger import setup_logger
+    from trainers.evaluation import evaluate_all
+    from trainers.train_loop import default_device, load_model
+
+    cfg = load_config(args.config_file, args.overrides)
+    device = default_device()
+    model = load_model(cfg, device)
+    weights = config_checkpoints(cfg.model)
+    if model.trains and not weights:
+        raise UsageError(f"--trainer_mode eval needs --eval_path for model {cfg.model.name!r}: it trains "
+                         f"(trains=True) and its config names no weights (model.*.checkpoint); pass a checkpoint "
+                         f"file or folder of {args.config_file}")
+    run_dir = Path(args.output_dir) if args.output_dir else default_run_dir(args.config_file)
+    existing = list_checkpoints(run_dir)
+    if existing:  # a training run's directory: its config.yaml and eval/ are not ours to overwrite
+        raise UsageError(f"Run directory {run_dir} holds {len(existing)} checkpoint(s) of a training run; pass "
+                         f"--eval_path {run_dir / 'checkpoints'} to evaluate them, or --output_dir for this "
+                         f"evaluation")
+    if comm.is_main_process():
+        check_writable(run_dir)
+    comm.synchronize()
+    setup_logger(run_dir, comm.get_rank())
+    set_roots(cfg)
+    if comm.is_main_process():
+        dump_config(cfg, run_dir / "config.yaml")
+        write_env_info(run_dir, argv)
+    source = f"weights {', '.join(weights)}" if weights else "no checkpoint (trains=False)"
+    logger.info(f"Evaluating {cfg.model.name} from {args.config_file} with {source}")
+    res = evaluate_all(model, cfg, run_dir / "eval", device, extra_info={"iteration": 0, "checkpoint": None,
+                                                                          "weights": weights})
+    if comm.is_main_process():
+        print(results_table(res, f"{cfg.model.name} ({source}):"), flush=True)
 
 
 def run_check_data(args, argv) -> int:

@@ -96,7 +96,7 @@ def head_statistics(run: Path, clips: int) -> dict[str, float]:
         out[f"{name}: target entropy (log K = {math.log(logits.shape[-1]):.3f})"] = float(ent.mean())
         out[f"{name}: target spread"] = float(-(qm * qm.clamp_min(1e-12).log()).sum(-1).mean() - ent.mean())
 
-    model.before_step(ckpt.get("iteration", 0), ckpt.get("iteration", 0))  # the final teacher temperature
+    model.set_progress(ckpt.get("iteration", 0), ckpt.get("iteration", 0))  # the final teacher temperature
     targets(head(g), "as trained")
     if getattr(bn, "running_mean", None) is not None:
         saved = {k: v.clone() for k, v in bn.state_dict().items()}

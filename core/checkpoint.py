@@ -10,9 +10,17 @@ before it is built. A file that holds anything else (e.g. an object whose unpick
 refused with a ``CheckpointError`` naming the type. The RNG states of numpy and ``random`` are stored as tensors
 and numbers for that reason (``get_rng_state``); checkpoints written before that stored numpy's state as an
 ndarray, which the loader accepts through a narrow allow-list (``_LEGACY_GLOBALS``).
+
+``model`` holds the whole state dict (``train.checkpoint.state="full"``, the default) or, with
+``train.checkpoint.state="trainable"``, everything but the frozen base (``model_state: "trainable"``): a LoRA
+run's checkpoint is the adapters, not the foundation model. The frozen base is then named in ``frozen_base``:
+``path`` (the local file it was loaded from, or None for a seeded random init), ``file_sha256`` (of that file),
+``state_sha256`` (of the frozen tensors themselves) and ``num_tensors``; loading rebuilds the model from its
+config and refuses, in one line naming the file, a base whose hashes differ.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickletools
@@ -20,7 +28,7 @@ import random
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection, Mapping
 
 import numpy as np
 import torch
@@ -160,12 +168,90 @@ def latest_valid_checkpoint(folder: str | Path) -> tuple[Path, dict] | None:
     return None
 
 
-def check_model_matches(ckpt: dict, path: str | Path, model_name: str, model: torch.nn.Module) -> None:
-    """Refuse a checkpoint of another model, naming both and the first mismatching keys."""
+STATE_MODES = ("full", "trainable")  # train.checkpoint.state
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over the tensors of a state dict in key order: each key, dtype, shape and the raw bytes (on CPU)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def frozen_base_record(state: Mapping[str, torch.Tensor], frozen_keys: Collection[str],
+                       base_path: str | None) -> dict:
+    """What names a frozen base in a trainable-only checkpoint (see the module docstring)."""
+    frozen = {k: state[k] for k in frozen_keys}
+    return {"path": str(base_path) if base_path else None,
+            "file_sha256": file_sha256(base_path) if base_path else None,
+            "state_sha256": state_sha256(frozen), "num_tensors": len(frozen)}
+
+
+def checkpoint_model_state(state: dict, frozen_keys: Collection[str], base_path: str | None,
+                           record: dict | None = None) -> tuple[dict, dict]:
+    """(the state without the frozen keys, the frozen base's record); ``record`` given: reused (the base is
+    frozen, so its hash is computed once per run)."""
+    if record is None:
+        record = frozen_base_record(state, frozen_keys, base_path)
+    return {k: v for k, v in state.items() if k not in frozen_keys}, record
+
+
+def check_frozen_base(ckpt: dict, path: str | Path, model_state: Mapping[str, torch.Tensor],
+                      frozen_keys: Collection[str], base_path: str | None) -> None:
+    """For a trainable-only checkpoint: the frozen base the model was built on now must be the one it was
+    trained on (same file hash, same tensors); one line naming the files otherwise."""
+    rec = ckpt.get("frozen_base") or {}
+    if rec.get("path") and rec.get("file_sha256"):
+        now_path = base_path or rec["path"]
+        if not Path(now_path).is_file():
+            raise CheckpointError(f"Checkpoint {path} holds only trainable parameters on the frozen base "
+                                  f"{rec['path']}, which is not found (at {now_path})")
+        now = file_sha256(now_path)
+        if now != rec["file_sha256"]:
+            raise CheckpointError(f"Checkpoint {path} was trained on the frozen base {rec['path']} with sha256 "
+                                  f"{rec['file_sha256'][:12]}..., but {now_path} now has sha256 {now[:12]}...: "
+                                  f"not the same base file")
+    now = state_sha256({k: model_state[k] for k in frozen_keys})
+    if rec.get("state_sha256") != now:
+        base = f"the file {rec['path']}" if rec.get("path") else "a seeded random init (train.seed)"
+        raise CheckpointError(f"Checkpoint {path} holds only trainable parameters, but the frozen base the model "
+                              f"was built on (from {base}) differs from the one it was trained on: sha256 of "
+                              f"the frozen tensors {now[:12]}... vs {str(rec.get('state_sha256'))[:12]}...")
+
+
+def load_model_state(model: torch.nn.Module, ckpt: dict, path: str | Path, model_name: str,
+                     frozen_keys: Collection[str] = (), base_path: str | None = None) -> None:
+    """Check that ``ckpt`` fits ``model`` (:func:`check_model_matches`; a trainable-only one also its frozen
+    base, :func:`check_frozen_base`) and load its weights."""
+    check_model_matches(ckpt, path, model_name, model, frozen_keys)
+    if ckpt.get("model_state", "full") == "trainable":
+        check_frozen_base(ckpt, path, model.state_dict(), frozen_keys, base_path)
+        model.load_state_dict(ckpt["model"], strict=False)  # the frozen keys stay as built (checked above)
+    else:
+        model.load_state_dict(ckpt["model"])
+
+
+def check_model_matches(ckpt: dict, path: str | Path, model_name: str, model: torch.nn.Module,
+                        frozen_keys: Collection[str] = ()) -> None:
+    """Refuse a checkpoint of another model, naming both and the first mismatching keys (a trainable-only
+    checkpoint must hold exactly the keys outside ``frozen_keys``)."""
     if ckpt.get("model_name") not in (None, model_name):
         raise CheckpointError(f"Checkpoint {path} holds a {ckpt['model_name']!r} model, but the config builds "
                               f"{model_name!r}")
     own, theirs = model.state_dict(), ckpt["model"]
+    if ckpt.get("model_state", "full") == "trainable":
+        own = {k: v for k, v in own.items() if k not in set(frozen_keys)}
     missing = [k for k in own if k not in theirs]
     unexpected = [k for k in theirs if k not in own]
     shape = [k for k in own if k in theirs and tuple(own[k].shape) != tuple(theirs[k].shape)]

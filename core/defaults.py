@@ -27,6 +27,9 @@ TRAIN = dict(
     log_period=20,
     nonfinite=dict(policy="error", max_skips=10),  # non-finite loss: "error" stops, "skip" drops the step
     find_unused_parameters=False,  # DDP's find_unused_parameters
+    checkpoint=dict(state="full"),  # "trainable": checkpoints hold the trained state only, the frozen base
+                                    # named by its path and sha256 (core/checkpoint.py)
+    hooks=[],                 # extra trainer hooks: [dict(name=<HOOKS entry>, ...its arguments)] (trainers/hooks.py)
 )
 OPTIM = dict(
     name="AdamW",             # a torch.optim class in the OPTIMIZERS registry: AdamW, Adam, SGD

@@ -64,11 +64,15 @@ _EXTRA_HANDLES = {"aten::scaled_dot_product_attention": _sdpa_flop,
 
 
 def count_params(model: nn.Module) -> dict[str, int]:
-    """``params``: the network that predicts (``model.inference_model()`` when the model has one, e.g. LGSD's
-    student; else the model); ``trainable_params`` and ``training_params``: what training updates / holds."""
-    net = model.inference_model() if hasattr(model, "inference_model") else model
+    """``params``: the network that predicts (``MetaArch.inference_model()``, e.g. LGSD's student; a plain module
+    counts itself); ``trainable_params`` and ``training_params``: what training updates / holds."""
+    from models.base import MetaArch
+
+    net = model.inference_model() if isinstance(model, MetaArch) else model
+    trainable = (model.trainable_parameters() if isinstance(model, MetaArch) else
+                 ((n, p) for n, p in model.named_parameters() if p.requires_grad))
     return {"params": sum(p.numel() for p in net.parameters()),
-            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "trainable_params": sum(p.numel() for _, p in trainable),
             "training_params": sum(p.numel() for p in model.parameters())}
 
 

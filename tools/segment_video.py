@@ -44,23 +44,21 @@ def main(argv=None) -> int:
     import numpy as np
 
     import models  # noqa: F401
-    from core.checkpoint import check_model_matches, load_checkpoint
+    from core.checkpoint import load_checkpoint
     from core.config import config_from_container
     from core.errors import MedVidSegError
     from data_schedule.registers.cardiac_udc import DEFAULT_TRANSFORMS
     from data_schedule.sources.nifti import load_video
     from data_schedule.transforms import build_transforms, transforms_for
     from evaluators.metrics import dice_iou, seg_stats
-    from trainers.train_loop import build_model, default_device
+    from trainers.train_loop import default_device, load_model
     from trainers.video_inference import predict_video
 
     try:
         ckpt = load_checkpoint(args.eval_path)
         cfg = config_from_container(ckpt["config"], f"checkpoint {args.eval_path}")
         device = default_device()
-        model = build_model(cfg, device)
-        check_model_matches(ckpt, args.eval_path, cfg.model.name, model)
-        model.load_state_dict(ckpt["model"])
+        model = load_model(cfg, device, ckpt, args.eval_path)
         k = int(cfg.model.num_classes)
         ckpt_path = Path(args.eval_path)
         out_dir = Path(args.out_dir) if args.out_dir else ckpt_path.parent.parent / "segment_video"

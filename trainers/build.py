@@ -20,15 +20,19 @@ OPTIMIZERS.register(torch.optim.SGD)
 
 def param_groups(model: nn.Module, base_lr: float, weight_decay: float, lr_multipliers: dict[str, float],
                  no_decay_norm_bias: bool = True) -> list[dict]:
-    """One group per (lr multiplier, decay) pair. A parameter's multiplier comes from the longest prefix of its
-    name in ``lr_multipliers`` (e.g. {"net.encoder": 0.1}); biases and 1-D (norm) weights get no decay, nor do
-    parameters marked ``p._no_weight_decay = True`` (the selective scan's A_log, as in Mamba)."""
+    """One group per (lr multiplier, decay) pair over the model's trainable parameters. A parameter's
+    multiplier comes from the longest prefix of its name in ``lr_multipliers`` (e.g. {"net.encoder": 0.1});
+    biases and 1-D (norm) weights get no decay, nor do parameters marked ``p._no_weight_decay = True`` (the
+    selective scan's A_log, as in Mamba)."""
+    from models.base import MetaArch
+
     prefixes = sorted(lr_multipliers, key=len, reverse=True)
     unused = set(prefixes)
     groups: dict[tuple[float, float], list] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue  # frozen parts never enter the optimizer
+    # frozen parts never enter the optimizer: a model's trainable_parameters() (a plain module: requires_grad)
+    named = (model.trainable_parameters() if isinstance(model, MetaArch) else
+             ((n, p) for n, p in model.named_parameters() if p.requires_grad))
+    for name, p in named:
         mult = 1.0
         for pre in prefixes:
             if name == pre or name.startswith(pre + "."):

@@ -1,4 +1,5 @@
-"""Inference over evaluation datasets: model.predict on every test clip, evaluator per dataset."""
+"""Inference over evaluation datasets: model.predict on every test clip (or, for whole videos and a model with the
+stateful video API, ``init_video`` / ``add_prompts`` / ``propagate``), evaluator per dataset."""
 from __future__ import annotations
 
 import contextlib
@@ -31,10 +32,17 @@ def autocast_context(device: torch.device, amp_cfg) -> contextlib.AbstractContex
 
 @torch.no_grad()
 def inference_on_dataset(model: torch.nn.Module, loader, evaluators: list, device: torch.device, amp_cfg,
-                         window: dict | None = None) -> dict:
-    """Run ``model.predict`` on every batch (in temporal windows when ``window = dict(size=, overlap=)``) and feed
-    every evaluator; returns their merged results (a metric two evaluators both report is an error)."""
-    from trainers.video_inference import predict_in_windows
+                         window: dict | None = None, video_api: bool = False) -> dict:
+    """Run the model on every batch and feed every evaluator; returns their merged results (a metric two
+    evaluators both report is an error). The model runs ``predict`` (in temporal windows when ``window =
+    dict(size=, overlap=)``), or, with ``video_api`` and a model that has it (``MetaArch.has_video_api``), its
+    stateful video API (:func:`trainers.video_inference.predict_with_video_api`). A model's evaluation
+    requirements (``support``, ``prompts``) are checked on every batch."""
+    from models.base import MetaArch, check_batch
+    from trainers.video_inference import predict_in_windows, predict_with_video_api
+
+    protocol = isinstance(model, MetaArch)
+    video_api = video_api and protocol and model.has_video_api
 
     evaluators = evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]
     was_training = model.training
@@ -44,9 +52,15 @@ def inference_on_dataset(model: torch.nn.Module, loader, evaluators: list, devic
     try:
         for batch in loader:
             batch = to_device(batch, device)
+            if protocol:
+                check_batch(model, batch, training=False)
             with autocast_context(device, amp_cfg):
-                outputs = (predict_in_windows(model, batch, int(window["size"]), int(window.get("overlap", 0)))
-                           if window else model.predict(batch))
+                if video_api:
+                    outputs = predict_with_video_api(model, batch)
+                elif window:
+                    outputs = predict_in_windows(model, batch, int(window["size"]), int(window.get("overlap", 0)))
+                else:
+                    outputs = model.predict(batch)
             outputs = {k: (v.float() if torch.is_tensor(v) else v) for k, v in outputs.items()}
             for ev in evaluators:
                 ev.process(batch, outputs)
@@ -73,8 +87,10 @@ def eval_entries(data_cfg) -> list[dict]:
       different tags;
     - ``evaluator``: one evaluator dict or a list of them (all see the same predictions; results merged);
     - ``per_video=True``: one sample per video (its samples' frames become its ``scored_frames``), for the
-      whole-video protocol (``mapper=dict(name="VideoEvalMapper", ...)``), one video per batch;
-    - ``window=dict(size=16, overlap=4)``: run the model in temporal windows of that many frames.
+      whole-video protocol (``mapper=dict(name="VideoEvalMapper", ...)``), one video per batch; a model with the
+      stateful video API (``MetaArch.has_video_api``) runs it there instead of ``predict``;
+    - ``window=dict(size=16, overlap=4)``: run the model in temporal windows of that many frames (models without
+      the video API).
     """
     out = []
     for i, e in enumerate(data_cfg.evaluate):
@@ -138,7 +154,7 @@ def evaluate_all(model: torch.nn.Module, cfg, eval_root: str | Path, device: tor
                             vis_ids=first_sample_per_video(metas, num_vis))
                       for ev_cfg in entry["evaluators"]]
         res = comm.broadcast_object(inference_on_dataset(model, loader, evaluators, device, cfg.train.amp,
-                                                         entry["window"]))
+                                                         entry["window"], video_api=entry["per_video"]))
         results[tag] = res
         if comm.is_main_process() and (out_dir / "metrics.json").exists():
             first = set(evaluators[0].results) if hasattr(evaluators[0], "results") else set()

@@ -13,6 +13,7 @@ import logging
 import math
 import time
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -20,23 +21,41 @@ from omegaconf import OmegaConf
 
 from core import comm
 from core.catalog import BadData
-from core.checkpoint import (CheckpointError, check_model_matches, get_rng_state, remove_stale_temp_files,
-                             set_rng_state)
+from core.checkpoint import (STATE_MODES, CheckpointError, checkpoint_model_state, get_rng_state,
+                             load_model_state, remove_stale_temp_files, set_rng_state)
 from core.config import config_to_container
 from core.errors import ConfigError, TrainingError
 from core.events import JSONWriter, TensorboardWriter, WandbWriter
-from core.registry import MODELS, build
+from core.registry import HOOKS, MODELS, build
 from core.structures import to_device
 from data_schedule.build import build_train_loader
+from models.base import MetaArch, check_batch
 from trainers.build import build_optimizer, build_scheduler
 from trainers.evaluation import autocast_context, evaluate_all
-from trainers.hooks import BestCheckpointer, EvalHook, LoggingHook, PeriodicCheckpointer
+from trainers.hooks import BestCheckpointer, EvalHook, HookBase, LoggingHook, PeriodicCheckpointer
 
 logger = logging.getLogger(__name__)
 
 
-def build_model(cfg, device: torch.device) -> torch.nn.Module:
-    return build(MODELS, cfg.model).to(device)
+def build_model(cfg, device: torch.device) -> MetaArch:
+    """``cfg.model`` built from the ``MODELS`` registry, on ``device``; it must follow the model protocol."""
+    model = build(MODELS, cfg.model)
+    if not isinstance(model, MetaArch):
+        raise ConfigError(f"model {cfg.model.name!r} is a {type(model).__name__}, not a models.base.MetaArch: "
+                          f"derive the class from MetaArch (the protocol the trainer and evaluation use)")
+    return model.to(device)
+
+
+def load_model(cfg, device: torch.device, ckpt: dict | None = None, path: str | Path | None = None) -> MetaArch:
+    """The model of ``cfg`` on ``device``, built after seeding with ``train.seed`` as the trainer builds it (so a
+    randomly initialised frozen base is the one training used), with the weights of ``ckpt`` (read from
+    ``path``; the whole state or, ``train.checkpoint.state="trainable"``, the trained part on a checked frozen
+    base) if given."""
+    torch.manual_seed(int(cfg.train.seed))
+    model = build_model(cfg, device)
+    if ckpt is not None:
+        load_model_state(model, ckpt, path, cfg.model.name, model.frozen_state_keys(), model.frozen_base_path)
+    return model
 
 
 def default_device() -> torch.device:
@@ -55,6 +74,14 @@ class Trainer:
         self.device = default_device()
         torch.manual_seed(tc.seed + comm.get_rank())  # seeded per rank
         self.model = build_model(cfg, self.device)
+        if not self.model.trains:
+            raise ConfigError(f"model {cfg.model.name!r} does not train (trains=False); evaluate it with "
+                              f"--trainer_mode eval --config_file <config> (no --eval_path needed)")
+        if tc.checkpoint.state not in STATE_MODES:
+            raise ConfigError(f"train.checkpoint.state must be one of {list(STATE_MODES)}, got "
+                              f"{tc.checkpoint.state!r}")
+        self.frozen_keys = self.model.frozen_state_keys()
+        self._frozen_base: dict | None = None  # its record (hashes), computed at the first trainable-only save
         self.ddp_model = self.model
         if comm.get_world_size() > 1:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(
@@ -68,24 +95,52 @@ class Trainer:
         self.rng_state: dict | None = None
         self.latest_eval: dict | None = None
         self.step_scalars: dict[str, float] = {}
+        self.step_outcome = "taken"  # of the last step: "taken", "amp_skipped" or "dropped" (see trainers/hooks.py)
         self.skipped_steps = 0  # non-finite steps dropped under train.nonfinite.policy=skip
         self.amp_skipped_steps = 0  # steps the fp16 GradScaler skipped (inf/NaN gradients)
         self.skipped_samples, self.bad_files = 0, set()  # under data.bad_sample_policy=skip
         if tc.nonfinite.policy not in ("error", "skip"):
             raise ConfigError(f"train.nonfinite.policy must be 'error' or 'skip', got {tc.nonfinite.policy!r}")
         self.writers: list = []
-        self.hooks = self._default_hooks()
+        self.hooks: list[HookBase] = []
+        self._hook_states: dict = {}  # hook states of the checkpoint resumed from (for hooks registered later)
+        self.register_hooks(self._default_hooks() + list(self.model.hooks()) + list(tc.get("hooks") or []))
 
     # ---- hooks ------------------------------------------------------------------------------------------
-    def _default_hooks(self) -> list:
+    def _default_hooks(self) -> list[HookBase]:
         tc = self.cfg.train
         hooks = [LoggingHook(tc.log_period), EvalHook(tc.eval_period)]
         if tc.best_checkpoint.metric:
             hooks.append(BestCheckpointer(tc.best_checkpoint.metric, tc.best_checkpoint.mode))
         hooks.append(PeriodicCheckpointer(tc.checkpoint_period, tc.keep_last))
-        for h in hooks:
-            h.trainer = weakref.proxy(self)
         return hooks
+
+    def register_hooks(self, hooks: list) -> None:
+        """Add hooks (``HookBase`` instances, or ``dict(name=..., ...)`` entries of the ``HOOKS`` registry) to the
+        trainer's; all run in order of ``priority`` (ties: registration order). A hook registered after
+        ``load_checkpoint_state`` still gets its saved state."""
+        for i, h in enumerate(hooks):
+            if isinstance(h, Mapping) or OmegaConf.is_dict(h):
+                h = build(HOOKS, h, key=f"train.hooks[{i}]")
+            if not isinstance(h, HookBase):
+                raise ConfigError(f"hook {i} ({type(h).__name__}) is not a trainers.hooks.HookBase nor a "
+                                  f"dict(name=<HOOKS entry>, ...)")
+            h.trainer = weakref.proxy(self)
+            self.hooks.append(h)
+            key = self._hook_keys()[-1]
+            if key in self._hook_states:
+                h.load_state_dict(self._hook_states[key])
+        self.hooks.sort(key=lambda h: h.priority)  # stable: ties keep their registration order
+
+    def _hook_keys(self) -> list[str]:
+        """Checkpoint keys of the hooks' states: the class name, ``<name>#2`` for a second hook of one class."""
+        seen: dict[str, int] = {}
+        keys = []
+        for h in self.hooks:
+            name = type(h).__name__
+            seen[name] = seen.get(name, 0) + 1
+            keys.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+        return keys
 
     def _call(self, stage: str) -> None:
         for h in self.hooks:
@@ -95,8 +150,8 @@ class Trainer:
     def checkpoint_state(self) -> dict:
         """Everything needed to continue exactly after the current iteration."""
         done = self.iter + 1
-        return {
-            "model": self.model.state_dict(),
+        state = {
+            "model": self._model_state(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -104,16 +159,34 @@ class Trainer:
             "rng": get_rng_state(),
             "sampler": {"consumed": done * self.accum * self.per_rank_batch, "seed": int(self.cfg.train.seed),
                         "world_size": comm.get_world_size()},
-            "hooks": {type(h).__name__: h.state_dict() for h in self.hooks},
+            "hooks": dict(zip(self._hook_keys(), (h.state_dict() for h in self.hooks))),
             "skipped_steps": self.skipped_steps,
             "amp_skipped_steps": self.amp_skipped_steps,
             "model_name": self.cfg.model.name,
             "config": config_to_container(self.cfg),  # plain data; `+key`s keep their mark
         }
+        if self.cfg.train.checkpoint.state == "trainable":
+            state.update(model_state="trainable", frozen_base=self._frozen_base)
+        return state
+
+    def _model_state(self) -> dict:
+        """The model's state dict; with ``train.checkpoint.state="trainable"`` without the frozen base, whose
+        record (local path, sha256 of the file and of the frozen tensors) is computed once: it never changes."""
+        if self.cfg.train.checkpoint.state != "trainable":
+            return self.model.state_dict()
+        state, self._frozen_base = checkpoint_model_state(self.model.state_dict(), self.frozen_keys,
+                                                          self.model.frozen_base_path, self._frozen_base)
+        return state
+
+    def checkpoint_bytes(self) -> int:
+        """About the size of one checkpoint: the saved model state plus two optimizer moments per trainable
+        parameter (AdamW's; SGD with momentum keeps one)."""
+        saved = sum(t.numel() * t.element_size() for k, t in self.model.state_dict().items()
+                    if self.cfg.train.checkpoint.state != "trainable" or k not in self.frozen_keys)
+        return saved + 2 * sum(p.numel() * p.element_size() for _, p in self.model.trainable_parameters())
 
     def load_checkpoint_state(self, ckpt: dict, path: str | Path) -> None:
-        check_model_matches(ckpt, path, self.cfg.model.name, self.model)
-        self.model.load_state_dict(ckpt["model"])
+        load_model_state(self.model, ckpt, path, self.cfg.model.name, self.frozen_keys)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
@@ -125,8 +198,9 @@ class Trainer:
         self.rng_state = ckpt["rng"]
         self.skipped_steps = int(ckpt.get("skipped_steps", 0))
         self.amp_skipped_steps = int(ckpt.get("amp_skipped_steps", 0))
-        for h in self.hooks:
-            h.load_state_dict(ckpt.get("hooks", {}).get(type(h).__name__, {}))
+        self._hook_states = ckpt.get("hooks", {})
+        for key, h in zip(self._hook_keys(), self.hooks):
+            h.load_state_dict(self._hook_states.get(key, {}))
         logger.info(f"Resumed from {path} at iteration {self.start_iter}")
 
     @property
@@ -192,7 +266,7 @@ class Trainer:
         """Endless iterator over unlabelled batches (``data.unlabeled``: names, mapper, ratio = unlabelled clips
         per labelled clip), or None. Its own stream (seed + 1), resumed at the same iteration as the labelled one."""
         ul = self.cfg.data.get("unlabeled")
-        needs = getattr(self.model, "needs_unlabeled", False)
+        needs = "unlabeled" in self.model.requires
         if not ul or not float(ul.get("ratio", 0)):
             if needs:
                 raise ConfigError(f"model {self.cfg.model.name!r} trains on unlabelled clips: set data.unlabeled "
@@ -216,14 +290,13 @@ class Trainer:
         # under the skip policy a dropped step must not leave its mark in buffers (e.g. BatchNorm statistics)
         buffers = ({k: b.clone() for k, b in self.model.named_buffers()}
                    if tc.nonfinite.policy == "skip" else None)
-        if hasattr(self.model, "before_step"):  # e.g. LGSD's momentum / temperature schedules
-            self.model.before_step(self.iter, self.max_iter)
         for micro in range(self.accum):
             td = time.perf_counter()
             batch = to_device(next(self._data), self.device)
             if self._unlabeled is not None:
                 batch["unlabeled"] = to_device(next(self._unlabeled), self.device)
             self._count_skipped(batch)
+            check_batch(self.model, batch, training=True)
             data_time += time.perf_counter() - td
             last = micro == self.accum - 1
             sync = self.ddp_model.no_sync() if (self.ddp_model is not self.model and not last) \
@@ -245,6 +318,7 @@ class Trainer:
         group = self.optimizer.param_groups[0]
         lr = group["lr"] / group.get("lr_mult", 1.0)  # base LR of this step (before multipliers)
         if not finite:
+            self.step_outcome = "dropped"
             self._nonfinite_step(totals)
             with torch.no_grad():
                 for k, b in self.model.named_buffers():
@@ -261,16 +335,14 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         # The fp16 GradScaler skips optimizer.step() when the scaled gradients hold inf/NaN, and then lowers its
-        # scale (the sign it gives; a disabled scaler always reports 1.0): a skipped step must not move the EMA.
-        if self.scaler.get_scale() < scale:
+        # scale (the sign it gives; a disabled scaler always reports 1.0): hooks must not treat it as taken
+        # (an EMA teacher must not move).
+        self.step_outcome = "amp_skipped" if self.scaler.get_scale() < scale else "taken"
+        if self.step_outcome == "amp_skipped":
             self.amp_skipped_steps += 1
-        elif hasattr(self.model, "after_optimizer_step"):  # e.g. LGSD's EMA teacher update
-            self.model.after_optimizer_step()
         self.scheduler.step()
         self.step_scalars = {"loss": total, **totals, "lr": lr, "time": time.perf_counter() - t0,
                              "data_time": data_time}
-        if hasattr(self.model, "schedule_scalars"):  # e.g. LGSD's EMA momentum and teacher temperature
-            self.step_scalars.update(self.model.schedule_scalars())
         if self.skipped_steps:
             self.step_scalars["skipped_steps"] = self.skipped_steps
         if self.amp_skipped_steps:

@@ -11,6 +11,11 @@ shared between consecutive windows, and keeps only:
 
 ``frames`` may be a numpy memmap (``CachedVideo.image()``): only the current window is read and converted.
 
+A model with the stateful video API (``models.base.MetaArch.has_video_api``: ``init_video`` / ``add_prompts`` /
+``propagate``) is not windowed: it owns its memory over the video. :func:`iter_video_probs` then prepares every
+frame (window by window, as above) and hands the whole ``T×3×h×w`` video to ``init_video``, and
+:func:`predict_with_video_api` does the same for a batch of whole videos in evaluation.
+
 Preprocessing is exactly :class:`data_schedule.mappers.clip_mapper.ClipEvalMapper`'s: the uint8 ``t×1×H×W``
 slice is resized with ``torchvision.transforms.v2.functional.resize(..., size, antialias=True)``, then
 ``.float() / 255`` and grey expanded to 3 channels. Postprocessing is the evaluator's: probabilities are resized
@@ -114,6 +119,16 @@ def iter_video_probs(model, frames: np.ndarray | torch.Tensor, size: tuple[int, 
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
+    if _has_video_api(model):
+        try:
+            chunks = [(s, min(s + window, num_frames)) for s in range(0, num_frames, window)]  # a partition
+            video = torch.cat([_window_input(frames, s, e, size) for s, e in chunks]).to(device)
+            probs = _propagate_all(model, model.init_video(video, {"num_frames": num_frames}), num_frames)
+            for s, e in chunks:
+                yield s, probs[s:e]
+            return
+        finally:
+            model.train(was_training)
     try:
         pending = counts = None  # running mean of frames [start of this window, end of the previous window)
         for i, (s, e) in enumerate(wins):
@@ -174,6 +189,55 @@ def predict_video(model, frames: np.ndarray | torch.Tensor, size: tuple[int, int
 
 
 TIME_FIELDS = ("video", "masks", "has_ann", "scored", "frame_idx")  # batch fields with a time axis (B×T×...)
+
+
+def _has_video_api(model) -> bool:
+    from models.base import MetaArch
+
+    return isinstance(model, MetaArch) and model.has_video_api
+
+
+def _propagate_all(model, state, num_frames: int) -> torch.Tensor:
+    """``propagate`` forwards, then backwards for the frames before the earliest prompt -> probs T×K×H×W (a
+    frame neither pass reached: zeros)."""
+    out: dict[int, torch.Tensor] = {}
+    for reverse in (False, True):
+        for t, res in model.propagate(state, reverse=reverse):
+            if not 0 <= int(t) < num_frames:
+                raise ValueError(f"{type(model).__name__}.propagate yielded frame {t} of a {num_frames}-frame video")
+            out.setdefault(int(t), res["probs"].float())
+        if len(out) == num_frames:
+            break
+    if not out:
+        raise ValueError(f"{type(model).__name__}.propagate yielded no frame")
+    first = next(iter(out.values()))
+    probs = first.new_zeros(num_frames, *first.shape)
+    for t, p in out.items():
+        probs[t] = p
+    return probs
+
+
+@torch.no_grad()
+def predict_with_video_api(model, batch: dict) -> dict[str, torch.Tensor]:
+    """Whole videos through the model's stateful video API, one clip of the batch at a time:
+    ``state = init_video(video[i], meta[i])``; prompts, if the batch has ``prompts`` (a dict of B×T×... tensors,
+    e.g. ``boxes`` B×T×K×4), go in with ``add_prompts(state, t, {key: value[i, t]})`` on every frame ``t`` where
+    ``prompts["frames"][i, t]`` is True (no ``frames`` key: every frame); then ``propagate`` forwards and, for
+    the frames before the earliest prompt, backwards. Returns ``{"probs": B×T×K×H×W}``."""
+    video = batch["video"]
+    b, t = video.shape[:2]
+    metas = batch.get("meta") or [{} for _ in range(b)]
+    prompts = batch.get("prompts") or {}
+    frames = prompts.get("frames")
+    out = []
+    for i in range(b):
+        state = model.init_video(video[i], metas[i])
+        if prompts:
+            for f in range(t):
+                if frames is None or bool(frames[i, f]):
+                    model.add_prompts(state, f, {k: v[i, f] for k, v in prompts.items() if k != "frames"})
+        out.append(_propagate_all(model, state, t))
+    return {"probs": torch.stack(out)}
 
 
 @torch.no_grad()

@@ -15,12 +15,13 @@ from torch import nn
 
 from core.errors import ConfigError
 from core.registry import BACKBONES, DECODERS, ENCODERS, LOSSES, MODELS, build
+from models.base import MetaArch
 from models.layers import group_norm
 from models.losses.mask_set_criterion import build_video_targets, semantic_inference
 
 
 @MODELS.register()
-class LGRNet(nn.Module):
+class LGRNet(MetaArch):
     def __init__(self, num_classes: int = 4, d_model: int = 64,
                  backbone: dict | None = None, encoder: dict | None = None, decoder: dict | None = None,
                  loss: dict | None = None, mask_stride: int = 4):

@@ -11,14 +11,16 @@ clips (Caron et al., DINO, ICCV 2021, arXiv 2104.14294) added to LGRNet's superv
                         -> (B, n_q, K), slot s distilled into slot s (iBOT-style)       (tokens="slots")
                         loss_lgsd = weight · DINO cross-entropy (each teacher global view -> every other student
                         view, teacher centred and sharpened)
-    after each optimizer step: teacher <- m·teacher + (1 − m)·student (m on a cosine 'momentum' -> 1)
+    after each optimizer step: teacher <- m·teacher + (1 − m)·student (m on a cosine 'momentum' -> 1), by the
+                        trainer's EMAHook, which the model contributes (``hooks()``)
 
 The queries are averaged over time but not over the query index: each query is a learned slot, so slot identity
 is comparable across views; the head standardises them over the batch first (``head_input_norm``, see
 ``DINOHead``), all student views in one call. ``lgsd_target_entropy`` (logged) is the teacher targets' mean
 entropy: log K means they went uniform; ``lgsd_target_spread`` is how much they differ between samples (0: all
 alike). Teacher temperature warms up linearly (``teacher_temp`` -> ``teacher_temp_final``
-over ``teacher_temp_warmup`` of training), as in DINO. The teacher always runs in eval mode (BatchNorm running
+over ``teacher_temp_warmup`` of training, on the trainer's iteration that the EMAHook passes to ``set_progress``),
+as in DINO. The teacher always runs in eval mode (BatchNorm running
 statistics, copied from the student at each EMA step). Checkpoints hold both networks, both heads and the
 centre (they are submodules / buffers); evaluation and FLOP/parameter counts use the student, or the teacher with
 ``lgsd.eval_with="teacher"``.
@@ -35,7 +37,8 @@ from torch import nn
 
 from core.errors import ConfigError
 from core.registry import MODELS, call, did_you_mean, forwards
-from models.losses.dino import DINOHead, DINOLoss, cosine_schedule, ema_update, linear_warmup
+from models.base import MetaArch
+from models.losses.dino import DINOHead, DINOLoss, linear_warmup
 from models.metaarchs.lgrnet import LGRNet
 
 DEFAULTS = dict(
@@ -57,8 +60,8 @@ DEFAULTS = dict(
 
 @MODELS.register()
 @forwards(LGRNet)
-class LGSD(nn.Module):
-    needs_unlabeled = True  # the trainer refuses to run it without data.unlabeled
+class LGSD(MetaArch):
+    requires = frozenset({"unlabeled"})  # the trainer refuses to run it without data.unlabeled
 
     def __init__(self, lgsd: dict | None = None, **student):
         super().__init__()
@@ -90,7 +93,7 @@ class LGSD(nn.Module):
         self.dino = DINOLoss(self.cfg["out_dim"], self.cfg["student_temp"], self.cfg["center_momentum"],
                              tokens=slots)
         self.num_classes = self.student.num_classes
-        self.iteration, self.max_iter = 0, 1  # set by the trainer (before_step) for the schedules
+        self.iteration, self.max_iter = 0, 1  # set through set_progress (by the EMAHook) for the schedules
         self.train()  # puts the teacher in eval mode
 
     # ---- trainer protocol -----------------------------------------------------------------------------
@@ -100,31 +103,35 @@ class LGSD(nn.Module):
         self.teacher_head.eval()
         return self
 
-    def before_step(self, iteration: int, max_iter: int) -> None:
-        """Called by the trainer before each step with the 0-based iteration: drives the schedules."""
+    def hooks(self) -> list:
+        """The EMA teacher update, with the momentum schedule, driving the teacher temperature and logging the
+        schedules (``lgsd_momentum``, ``lgsd_teacher_temp``, ``lgsd_target_entropy``, ``lgsd_target_spread``)."""
+        from trainers.hooks import EMAHook  # imported when the trainer asks: models import nothing of trainers
+
+        return [EMAHook({"teacher": "student", "teacher_head": "student_head"}, self.cfg["momentum"],
+                        self.cfg["momentum_final"], scalar_prefix="lgsd", progress=self.set_progress,
+                        scalars=self.schedule_scalars)]
+
+    def frozen_state_keys(self) -> set[str]:
+        """None of LGSD's parameters is a frozen base: the teacher's move by the EMA."""
+        return {k for k in super().frozen_state_keys() if not k.startswith(("teacher.", "teacher_head."))}
+
+    def set_progress(self, iteration: int, max_iter: int) -> None:
+        """The trainer's 0-based iteration and ``train.max_iter``: drive the teacher temperature schedule."""
         self.iteration, self.max_iter = iteration, max_iter
 
     def teacher_temp(self) -> float:
         warm = int(round(self.cfg["teacher_temp_warmup"] * self.max_iter))
         return linear_warmup(self.cfg["teacher_temp"], self.cfg["teacher_temp_final"], self.iteration, warm)
 
-    def momentum(self) -> float:
-        return cosine_schedule(self.cfg["momentum"], self.cfg["momentum_final"], self.iteration, self.max_iter)
-
     def schedule_scalars(self) -> dict[str, float]:
-        """Logged each step: the schedules and the teacher targets' mean entropy (log K = collapsed to uniform)."""
-        out = {"lgsd_momentum": self.momentum(), "lgsd_teacher_temp": self.teacher_temp()}
+        """Logged each step (after the EMAHook's ``lgsd_momentum``): the teacher temperature and the teacher
+        targets' mean entropy (log K = collapsed to uniform) and spread."""
+        out = {"lgsd_teacher_temp": self.teacher_temp()}
         if self.dino.last_target_entropy is not None:
             out["lgsd_target_entropy"] = self.dino.last_target_entropy
             out["lgsd_target_spread"] = self.dino.last_target_spread
         return out
-
-    @torch.no_grad()
-    def after_optimizer_step(self) -> None:
-        """Called by the trainer after each optimizer step that was taken (not after skipped steps)."""
-        m = self.momentum()
-        ema_update(self.teacher, self.student, m)
-        ema_update(self.teacher_head, self.student_head, m)
 
     def inference_model(self) -> nn.Module:
         """The network evaluation runs (parameter counts report this one)."""

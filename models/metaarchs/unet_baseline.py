@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import segmentation_models_pytorch as smp
 import torch
-from torch import nn
 
 from core.errors import ConfigError
 from core.registry import LOSSES, MODELS, build
+from models.base import MetaArch
 from models.layers import batchnorm_to_groupnorm, masks_to_labels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -18,7 +18,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @MODELS.register()
-class UNetBaseline(nn.Module):
+class UNetBaseline(MetaArch):
     def __init__(self, num_classes: int = 4, encoder: str = "tu-mobilenetv3_small_100", encoder_depth: int = 5,
                  decoder_channels: list[int] = (128, 64, 32, 16, 16), norm: str = "batch",
                  loss: dict | None = None, pretrained_path: str | None = None):

@@ -49,29 +49,51 @@ def test_distillation_loss_trains_the_student_and_head_only_and_moves_the_centre
     assert "loss_lgsd" not in without
 
 
-def test_teacher_is_the_ema_of_the_student_under_the_momentum_schedule():
+class _Clock:
+    """What a hook reads of the trainer: the model, the iteration, max_iter, the step outcome and scalars."""
+
+    def __init__(self, model, max_iter):
+        self.model, self.max_iter, self.iter = model, max_iter, 0
+        self.step_outcome, self.step_scalars = "taken", {}
+
+
+def _step(hook, clock, it, outcome="taken"):
+    clock.iter, clock.step_outcome, clock.step_scalars = it, outcome, {}
+    hook.before_step()
+    hook.after_step()
+    return clock.step_scalars
+
+
+def test_teacher_is_the_ema_of_the_student_under_the_momentum_schedule_of_the_hook_it_contributes():
+    from trainers.hooks import EMAHook
+
     model = _lgsd(momentum=0.9, momentum_final=1.0, teacher_temp=0.04, teacher_temp_final=0.07)
+    (hook,) = model.hooks()
+    assert isinstance(hook, EMAHook) and hook.priority < 90  # before the checkpoint / eval hooks
+    clock = _Clock(model, 10)
+    hook.trainer = clock
+    hook.before_train()
     for pt, ps in zip(model.teacher.parameters(), model.student.parameters()):
         assert torch.equal(pt, ps)  # starts as a copy
     before = [p.clone() for p in model.teacher.parameters()]
     with torch.no_grad():
         for p in model.student.parameters():
             p.add_(1.0)
-    model.before_step(0, 10)
-    assert model.momentum() == pytest.approx(0.9)
-    model.after_optimizer_step()
+    s = _step(hook, clock, 0)
+    assert s["lgsd_momentum"] == pytest.approx(0.9) and list(s)[:2] == ["lgsd_momentum", "lgsd_teacher_temp"]
     for b, pt, ps in zip(before, model.teacher.parameters(), model.student.parameters()):
         torch.testing.assert_close(pt, 0.9 * b + 0.1 * ps)
-    model.before_step(5, 10)
-    assert model.momentum() == pytest.approx(0.95)  # half-way along the cosine from 0.9 to 1
-    model.before_step(10, 10)
-    frozen = [p.clone() for p in model.teacher.parameters()]
-    model.after_optimizer_step()  # momentum 1 at the end: the teacher no longer moves
-    assert all(torch.equal(a, b) for a, b in zip(frozen, model.teacher.parameters()))
-    s = model.schedule_scalars()
+    moved = [p.clone() for p in model.teacher.parameters()]
+    assert _step(hook, clock, 5, "amp_skipped")["lgsd_momentum"] == pytest.approx(0.95)  # half-way: 0.9 -> 1
+    assert _step(hook, clock, 6, "dropped") == {}  # a dropped step logs nothing of the schedules
+    assert all(torch.equal(a, b) for a, b in zip(moved, model.teacher.parameters()))  # skipped: not moved
+    s = _step(hook, clock, 10)  # momentum 1 at the end: the teacher no longer moves
+    assert all(torch.equal(a, b) for a, b in zip(moved, model.teacher.parameters()))
     assert s["lgsd_momentum"] == 1.0 and s["lgsd_teacher_temp"] == pytest.approx(0.07)
-    model.before_step(0, 10)
-    assert model.teacher_temp() == pytest.approx(0.04)
+    _step(hook, clock, 0)
+    assert model.teacher_temp() == pytest.approx(0.04)  # the hook drives the model's temperature schedule
+    # the teacher moves by the EMA, so it is not part of a frozen base (trainable-only checkpoints keep it)
+    assert not any(k.startswith("teacher") for k in model.frozen_state_keys())
 
 
 def test_evaluation_runs_the_student_or_the_teacher_as_configured():
