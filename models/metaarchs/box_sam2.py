@@ -33,10 +33,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from core.errors import CheckpointError, ConfigError
 from core.registry import MODELS
+from models.base import MetaArch
 from models.heads.box_head import VideoBoxHead, boxes_from_masks, jitter_boxes
 from models.sam2.build import build_sam2_video_model
 from models.sam2.lora import add_lora
@@ -57,7 +57,7 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> str:
 
 
 @MODELS.register()
-class BoxSAM2(nn.Module):
+class BoxSAM2(MetaArch):
     def __init__(self, num_classes: int = 4, box_head: dict | None = None, sam2: dict | None = None,
                  boxes: str = "predicted", box_jitter_px: float = 0.0, prompt_frames: str = "all",
                  prompt_every: int = 4, stage: str = "joint", sam2_train: str = "full",
@@ -89,6 +89,14 @@ class BoxSAM2(nn.Module):
             self.sam2.requires_grad_(False)
         if self.stage == "sam2":
             self.box_head.requires_grad_(False)
+        sam2_frozen_part = self.sam2_train in ("frozen", "lora") or self.stage == "box_head"
+        self.frozen_base_path = (sam2 or {}).get("checkpoint") if sam2_frozen_part else None
+
+    @property
+    def trains(self) -> bool:
+        """False when nothing is left to train (e.g. a released SAM2 frozen, prompted with GT boxes): evaluate it
+        with ``--trainer_mode eval --config_file C`` and no checkpoint."""
+        return any(p.requires_grad for p in self.parameters())
 
     def _load_init(self, path: str) -> None:
         """Weights of an earlier BoxSAM2 run (a checkpoint's ``model``, e.g. stage 1 of the two-stage recipe)."""

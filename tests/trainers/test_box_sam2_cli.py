@@ -54,3 +54,22 @@ def test_box_sam2_resumes_bit_exactly_and_evaluates_with_either_boxes(synth_root
         assert 0 <= m["mDice"] <= 1
         counts.add(m["num_samples"])
     assert len(counts) == 1 and counts.pop() > 0  # the same test samples scored either way
+
+
+def test_a_lora_run_checkpoints_only_the_adapters_and_reloads_to_the_same_metrics(synth_root, tmp_path):
+    out = tmp_path / "lora"
+    assert run(out, "train.max_iter=2", "model.stage=sam2", "model.sam2_train=lora", "+model.lora={r: 2}",
+               "train.checkpoint.state=trainable", "train.eval_period=2") == 0
+    ckpt = load_checkpoint(out / "checkpoints" / "model_final.pth")
+    assert ckpt["model_state"] == "trainable" and ckpt["model"]
+    # neither SAM2's base nor the (frozen) box head: the adapters, and the one buffer a trainable-only state keeps
+    # (buffers are state, not parameters: SAM2's fixed random prompt-encoding matrix)
+    assert [k for k in ckpt["model"] if "lora_" not in k] == [
+        "sam2.model.sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"]
+    assert ckpt["frozen_base"]["num_tensors"] > 100
+    trained = json.loads((out / "eval" / "echo_synth_random_test" / "metrics.json").read_text())
+    again = tmp_path / "again"
+    assert cli.main(["--trainer_mode", "eval", "--eval_path", str(out / "checkpoints" / "model_final.pth"),
+                     "--output_dir", str(again), "data.evaluator.num_vis=0"]) == 0
+    reloaded = json.loads((again / "eval" / "echo_synth_random_test" / "metrics.json").read_text())
+    assert reloaded["mDice"] == trained["mDice"] and reloaded["mIoU"] == trained["mIoU"]
