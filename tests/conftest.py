@@ -2,6 +2,7 @@
 that writes a tiny training config."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -52,3 +53,23 @@ def _reset_dataset_roots():
     for family in DatasetRoots.families():
         DatasetRoots.set(family, None)
     BadData.set_policy("error")
+
+
+@contextlib.contextmanager
+def crash_at(monkeypatch, iteration: int):
+    """Inside the block, ``Trainer.run_step`` raises ``RuntimeError("simulated crash")`` instead of running step
+    ``iteration`` (0-based, so the checkpoints of the steps before it are on disk); the real step is back after."""
+    from trainers.train_loop import Trainer
+
+    real_step = Trainer.run_step
+
+    def step(self):
+        if self.iter == iteration:
+            raise RuntimeError("simulated crash")
+        real_step(self)
+
+    monkeypatch.setattr(Trainer, "run_step", step)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(Trainer, "run_step", real_step)

@@ -10,6 +10,7 @@ import torch
 
 import main as cli
 from core.checkpoint import load_checkpoint
+from tests.conftest import crash_at
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "cardiac" / "box_sam2_tiny.py"
 TINY = ["train.max_iter=4", "train.eval_period=-1", "train.checkpoint_period=2", "train.batch_size=2",
@@ -26,19 +27,8 @@ def run(out, *extra, mode="train_attmpt"):
 def test_box_sam2_resumes_bit_exactly_and_evaluates_with_either_boxes(synth_root, tmp_path, monkeypatch, capsys):
     ref, crashed = tmp_path / "ref", tmp_path / "crashed"
     assert run(ref) == 0
-    from trainers.train_loop import Trainer
-
-    real_step = Trainer.run_step
-
-    def crash_at_3(self):
-        if self.iter == 3:
-            raise RuntimeError("simulated crash")
-        real_step(self)
-
-    monkeypatch.setattr(Trainer, "run_step", crash_at_3)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with crash_at(monkeypatch, 3), pytest.raises(RuntimeError, match="simulated crash"):
         run(crashed)
-    monkeypatch.setattr(Trainer, "run_step", real_step)
     assert run(crashed, mode="train_resume") == 0
     a = load_checkpoint(ref / "checkpoints" / "model_final.pth")["model"]
     b = load_checkpoint(crashed / "checkpoints" / "model_final.pth")["model"]

@@ -13,7 +13,7 @@ from core.checkpoint import load_checkpoint
 from core.config import load_config
 from core.errors import ConfigError
 from core.registry import HOOKS
-from tests.conftest import TINY_OVERRIDES
+from tests.conftest import TINY_OVERRIDES, crash_at
 from trainers.hooks import EMAHook, HookBase
 from trainers.train_loop import Trainer
 
@@ -54,17 +54,8 @@ def _run(config, out, *extra, mode="train_attmpt"):
 def test_config_hooks_run_before_logging_and_keep_their_state_across_a_resume(synth_root, hook_config, tmp_path,
                                                                             monkeypatch):
     out = tmp_path / "run"
-    real_step = Trainer.run_step
-
-    def crash_at_3(self):
-        if self.iter == 2:
-            raise RuntimeError("simulated crash")
-        real_step(self)
-
-    monkeypatch.setattr(Trainer, "run_step", crash_at_3)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with crash_at(monkeypatch, 2), pytest.raises(RuntimeError, match="simulated crash"):
         _run(hook_config, out)
-    monkeypatch.setattr(Trainer, "run_step", real_step)
     assert _run(hook_config, out, mode="train_resume") == 0
     hooks = load_checkpoint(out / "checkpoints" / "model_final.pth")["hooks"]
     assert hooks["CountingHook"] == {"steps": 3} and hooks["CountingHook#2"] == {"steps": 3}

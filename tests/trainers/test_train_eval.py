@@ -9,7 +9,7 @@ import torch
 
 import main as cli
 from core.checkpoint import load_checkpoint
-from tests.conftest import TINY_OVERRIDES
+from tests.conftest import TINY_OVERRIDES, crash_at
 
 
 def run(config, out, *extra, mode="train_attmpt"):
@@ -67,20 +67,8 @@ def test_eval_of_a_folder_runs_every_checkpoint_in_order(synth_root, tiny_config
 def test_resume_after_crash_ends_with_identical_weights(synth_root, tiny_config, tmp_path, monkeypatch):
     ref, crashed = tmp_path / "ref", tmp_path / "crashed"
     assert run(tiny_config, ref, "train.max_iter=5", "train.eval_period=-1") == 0
-
-    from trainers.train_loop import Trainer
-
-    real_step = Trainer.run_step
-
-    def crash_at_4(self):
-        if self.iter == 3:
-            raise RuntimeError("simulated crash")
-        real_step(self)
-
-    monkeypatch.setattr(Trainer, "run_step", crash_at_4)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with crash_at(monkeypatch, 3), pytest.raises(RuntimeError, match="simulated crash"):
         run(tiny_config, crashed, "train.max_iter=5", "train.eval_period=-1")
-    monkeypatch.setattr(Trainer, "run_step", real_step)
     assert not (crashed / "checkpoints" / "model_final.pth").exists()
     assert run(tiny_config, crashed, "train.max_iter=5", "train.eval_period=-1", mode="train_resume") == 0
 
@@ -164,22 +152,10 @@ def test_lgsd_trains_on_mixed_batches_resumes_identically_and_evaluates_the_stud
     ref, resumed = tmp_path / "ref", tmp_path / "resumed"
     common = ["--config_file", str(config), *overrides, "train.eval_period=-1"]
     assert cli.main(["--trainer_mode", "train_attmpt", "--output_dir", str(ref), *common]) == 0
-
-    from trainers.train_loop import Trainer
-
-    real_step = Trainer.run_step
-
-    def crash_at_3(self):  # after the iteration-2 checkpoint
-        if self.iter == 2:
-            raise RuntimeError("simulated crash")
-        real_step(self)
-
-    monkeypatch.setattr(Trainer, "run_step", crash_at_3)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with crash_at(monkeypatch, 2), pytest.raises(RuntimeError, match="simulated crash"):  # after the it-2 checkpoint
         cli.main(["--trainer_mode", "train_attmpt", "--output_dir", str(resumed), *common])
     log = (resumed / "log.txt").read_text()  # a bug (not bad input) keeps its traceback, in log.txt too
     assert "Traceback (most recent call last)" in log and "RuntimeError: simulated crash" in log
-    monkeypatch.setattr(Trainer, "run_step", real_step)
     assert cli.main(["--trainer_mode", "train_resume", "--output_dir", str(resumed), *common]) == 0
     a = load_checkpoint(ref / "checkpoints" / "model_final.pth")
     b = load_checkpoint(resumed / "checkpoints" / "model_final.pth")

@@ -13,7 +13,7 @@ from core.checkpoint import load_checkpoint
 from core.config import load_config
 from core.registry import MODELS, forwards
 from models.metaarchs.unet_baseline import UNetBaseline
-from tests.conftest import TINY_OVERRIDES
+from tests.conftest import TINY_OVERRIDES, crash_at
 from trainers.train_loop import Trainer, load_model
 
 
@@ -97,17 +97,8 @@ def test_trainable_checkpoint_resumes_bit_for_bit(synth_root, frozen_config, tmp
     common = ["train.checkpoint.state=trainable", "train.max_iter=3", "train.checkpoint_period=1",
               "train.eval_period=-1"]
     assert _run(frozen_config, ref, *common) == 0
-    real_step = Trainer.run_step
-
-    def crash_at_3(self):
-        if self.iter == 2:
-            raise RuntimeError("simulated crash")
-        real_step(self)
-
-    monkeypatch.setattr(Trainer, "run_step", crash_at_3)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with crash_at(monkeypatch, 2), pytest.raises(RuntimeError, match="simulated crash"):
         _run(frozen_config, crashed, *common)
-    monkeypatch.setattr(Trainer, "run_step", real_step)
     assert _run(frozen_config, crashed, *common, mode="train_resume") == 0
     a, b = (load_checkpoint(r / "checkpoints" / "model_final.pth") for r in (ref, crashed))
     assert set(a["model"]) == set(b["model"]) and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
