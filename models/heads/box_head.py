@@ -83,7 +83,8 @@ class VideoBoxHead(nn.Module):
 
     def forward(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
         b, t, _, h, w = video.shape
-        f16, f32 = (self.backbone(video.flatten(0, 1))[n] for n in self.backbone.names)
+        feats = self.backbone(video.flatten(0, 1))
+        f16, f32 = (feats[n] for n in self.backbone.names)
         feat = self.proj16(f16) + F.interpolate(self.proj32(f32), size=f16.shape[-2:], mode="nearest")
         n, d, fh, fw = feat.shape
         mem = feat.flatten(2).transpose(1, 2)  # N×(fh·fw)×D
