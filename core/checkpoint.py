@@ -246,7 +246,8 @@ def check_model_matches(ckpt: dict, path: str | Path, model_name: str, model: to
                         frozen_keys: Collection[str] = ()) -> None:
     """Refuse a checkpoint of another model, naming both and the first mismatching keys (a trainable-only
     checkpoint must hold exactly the keys outside ``frozen_keys``)."""
-    if ckpt.get("model_name") not in (None, model_name):
+    same = {model_name, *getattr(model, "checkpoint_names", ())}  # models that share a state dict (SAM2, SAMURAI)
+    if ckpt.get("model_name") is not None and ckpt["model_name"] not in same:
         raise CheckpointError(f"Checkpoint {path} holds a {ckpt['model_name']!r} model, but the config builds "
                               f"{model_name!r}")
     own, theirs = model.state_dict(), ckpt["model"]

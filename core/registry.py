@@ -69,6 +69,7 @@ EVALUATORS = Registry("EVALUATORS")
 OPTIMIZERS = Registry("OPTIMIZERS")
 SCHEDULERS = Registry("SCHEDULERS")
 HOOKS = Registry("HOOKS")
+MEMORY_SELECTORS = Registry("MEMORY_SELECTORS")  # which past frames a SAM2-family tracker keeps as memories
 
 
 def forwards(*targets: Callable) -> Callable:

@@ -50,6 +50,22 @@ def _nanmean(x: np.ndarray, axis: int | None = None) -> np.ndarray | float:
         return np.nanmean(x, axis=axis)
 
 
+def model_scored(outputs: dict, b: int, ts: list[int], gts: torch.Tensor, where: str) -> tuple[list[int], torch.Tensor]:
+    """The scored frames ``ts`` (and their ``gt_full`` rows) of batch item ``b`` less those the model leaves out:
+    ``outputs["scored"]`` (B×T, optional) marks the frames it wants scored, a subset of the batch's (a tracker
+    leaves out the frame it was prompted on with the ground-truth mask)."""
+    if "scored" not in outputs:
+        return ts, gts
+    mine = torch.as_tensor(outputs["scored"][b]).bool()
+    extra = sorted(set(mine.nonzero().flatten().tolist()) - set(ts))
+    if extra:
+        raise ValueError(f"{where}: the model's outputs['scored'] adds frames {extra} the batch does not score")
+    keep = [j for j, t in enumerate(ts) if bool(mine[t])]
+    if not keep:
+        raise ValueError(f"{where}: the model's outputs['scored'] leaves no frame to score")
+    return [ts[j] for j in keep], gts[keep]
+
+
 @EVALUATORS.register()
 class VideoSegEvaluator:
     """Per-class Dice / IoU on each sample's scored frame (``meta['clip_t']``), compared at ``gt_full``'s size.
@@ -109,6 +125,7 @@ class VideoSegEvaluator:
             if gts.dim() != 3 or len(gts) != len(ts):
                 raise ValueError(f"{self.dataset_name}: sample {sid}: gt_full must be S×H0×W0 with S = {len(ts)} "
                                  f"scored frames, got {tuple(gts.shape)}")
+            ts, gts = model_scored(outputs, b, ts, gts, f"{self.dataset_name}: sample {sid}")
             frame_idx = batch["frame_idx"][b].tolist() if "frame_idx" in batch else None
             for t, gt in zip(ts, gts):
                 p = probs[b, t].float()  # K×H×W

@@ -25,6 +25,8 @@ Batches are ``core.structures.Batch`` (time-major: ``video`` B×T×3×H×W in [0
     frozen_base_path: str | None         recorded (with its sha256) in a    None: the frozen base is the
                                          trainable-only checkpoint          seeded random init
     inference_model() -> nn.Module       parameter counts                   self (LGSD: student or teacher)
+    checkpoint_names: frozenset[str]     checkpoints of these model names   frozenset(): only its own name
+                                         load too (SAMURAI loads SAM2's)
     has_video_api: bool                  whole-video evaluation uses the    True when init_video is overridden
                                          video API instead of predict
     init_video(video, meta) -> state     see below
@@ -62,6 +64,8 @@ class MetaArch(nn.Module):
     requires: ClassVar[frozenset[str]] = frozenset()
     trains: ClassVar[bool] = True
     frozen_base_path: str | None = None  # set by a model that loads its frozen weights from a local file
+    #: other registered names whose checkpoints this model loads (same state dict, other inference rules)
+    checkpoint_names: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

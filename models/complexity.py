@@ -22,6 +22,9 @@ class _PredictWrapper(nn.Module):
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         b, t = video.shape[:2]
         batch = {"video": video, "has_ann": torch.ones(b, t, dtype=torch.bool, device=video.device)}
+        k = getattr(self.model, "num_classes", None)
+        if isinstance(k, int):  # empty ground truth, for models prompted with it (SAM2, SAMURAI: prompt on frame 0)
+            batch["masks"] = torch.zeros(b, t, k, *video.shape[-2:], dtype=torch.bool, device=video.device)
         return self.model.predict(batch)["probs"]
 
 

@@ -122,7 +122,9 @@ class ClipTrainMapper(_ClipMapper):
 
     def __call__(self, meta: dict, seed: int) -> dict:
         rng = np.random.default_rng(seed)
-        indices, t = self.frame_sampler(meta["frame_idx"], meta["num_frames"], self.clip_len, rng)
+        extra = {"annotated": meta.get("annotated_frames")} if getattr(self.frame_sampler, "uses_annotated", False) \
+            else {}
+        indices, t = self.frame_sampler(meta["frame_idx"], meta["num_frames"], self.clip_len, rng, **extra)
         frames, labels, has_ann, meta = _read_clip(meta, indices, self.transforms)
         with torch.random.fork_rng(devices=[]):  # torchvision v2 draws from the global RNG
             torch.manual_seed(seed)

@@ -15,7 +15,9 @@ At video ends the clip indices are clamped to the video (the first/last frame re
 always stays at the clip's centre; see ``data_schedule/samplers/frame_samplers.py``.
 
 Splits: ``random`` = seeded (seed 2024) 80/20 split over labelled videos of all sites; ``site`` = train
-Site_G_100 + Site_R_126, val Site_G_20 + Site_R_52, test Site_G_29.
+Site_G_100 + Site_R_126, val Site_G_20 + Site_R_52, test Site_G_29; ``site_adapt{n}`` (n in ``ADAPT_VIDEOS``) =
+few-shot adaptation to the test site: train on the first n of its labelled videos (name order) and test on the
+second half of them (the same held-out videos for every n).
 """
 from __future__ import annotations
 
@@ -34,6 +36,9 @@ COLORS = [(230, 60, 60), (60, 200, 80), (70, 120, 240), (240, 210, 50)]
 SITES = ["Site_G_100", "Site_G_20", "Site_G_29", "Site_R_126", "Site_R_52", "Site_R_73"]
 RANDOM_SPLIT_SITES = [s for s in SITES if s != "Site_R_73"]  # Site_R_73 has no labels
 SITE_SPLIT = {"train": ["Site_G_100", "Site_R_126"], "val": ["Site_G_20", "Site_R_52"], "test": ["Site_G_29"]}
+#: few-shot site adaptation (``<family>_site_adapt{n}_train`` / ``_test``): the test site's labelled videos in name
+#: order, the first half the adaptation pool (its first n train), the second half the fixed held-out test set
+ADAPT_VIDEOS = (1, 2, 4)
 RANDOM_SPLIT_SEED = 2024
 RANDOM_TRAIN_FRACTION = 0.8
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -154,7 +159,14 @@ def unlabeled_samples(videos: list[dict]) -> list[dict]:
 def load_split(prefix: str, split: str, part: str) -> list[dict]:
     root = dataset_root(prefix)
     train = part in ("train", None)
-    if split == "site":
+    if split.startswith("site_adapt"):  # site_adapt{n}: few-shot adaptation to the test site
+        videos = [v for v in _decode(list_videos(root, SITE_SPLIT["test"]), may_skip=False) if v["annotated_frames"]]
+        n, pool = int(split[len("site_adapt"):]), len(videos) // 2
+        if n > pool:
+            raise DataError(f"{prefix}_{split}_{part}: {n} adaptation videos asked, the test site has {pool} "
+                            f"(half of its {len(videos)} labelled videos)")
+        samples = annotated_samples(videos[:n] if part == "train" else videos[pool:])
+    elif split == "site":
         videos = _decode(list_videos(root, SITE_SPLIT[part]), may_skip=train)
         videos = [v for v in videos if v["annotated_frames"]]
         samples = annotated_samples(videos)
@@ -180,6 +192,8 @@ def register_all() -> None:
     parts = [("random", "train", "train"), ("random", "test", "evaluate"), ("site", "train", "train"),
              ("site", "val", "evaluate"), ("site", "test", "evaluate"), ("unlabeled", None, "train"),
              ("random_unlabeled", None, "train")]
+    parts += [(f"site_adapt{n}", part, mode) for n in ADAPT_VIDEOS for part, mode in (("train", "train"),
+                                                                                      ("test", "evaluate"))]
     for prefix in FAMILIES:
         for split, part, mode in parts:
             name = f"{prefix}_{split}_{part}" if part else f"{prefix}_{split}"

@@ -69,3 +69,44 @@ class hybrid:
             far = rng.integers(0, num_frames, n_global)
         order = np.sort(np.concatenate([local, far]), kind="stable")
         return [int(i) for i in order], int(np.flatnonzero(order == ref)[0])
+
+
+@SAMPLERS.register()
+class annotated_pair:
+    """Training clips for promptable trackers (SAM2, SAMURAI): ``ref`` and one neighbouring annotated frame of the
+    same video (the previous or the next annotated frame, chosen at random) with the frames between them, so a
+    tracker prompted on one annotated frame has a loss on the other. The clip spans the two frames: consecutive
+    frames when they are fewer than ``clip_len`` apart (extended around them, clamped to the video), else
+    ``clip_len`` frames evenly spaced from one to the other (both included, no repeats). ``max_gap``: a neighbour
+    further away is not used. Without another annotated frame in reach it falls back to ``centered`` (the clip
+    then has one annotated frame). The mapper passes ``annotated`` (the video's annotated frames, from the
+    register's meta) to samplers with ``uses_annotated = True``."""
+
+    uses_annotated = True
+
+    def __init__(self, max_gap: int | None = None):
+        if max_gap is not None and max_gap < 1:
+            raise ConfigError(f"frame_sampler max_gap must be >= 1 or None, got {max_gap}")
+        self.max_gap = max_gap
+
+    def __call__(self, ref: int, num_frames: int, clip_len: int, rng: np.random.Generator | None = None,
+                 annotated: list[int] | None = None):
+        if rng is None:
+            raise ConfigError("the annotated_pair frame sampler is random: it needs an rng (use it for training)")
+        marks = sorted(set(int(a) for a in (annotated or [])))
+        before = [a for a in marks if a < ref]
+        after = [a for a in marks if a > ref]
+        options = ([before[-1]] if before else []) + ([after[0]] if after else [])
+        if self.max_gap is not None:
+            options = [a for a in options if abs(a - ref) <= self.max_gap]
+        if not options:
+            return centered()(ref, num_frames, clip_len)
+        other = options[int(rng.integers(len(options)))]
+        lo, hi = min(ref, other), max(ref, other)
+        if hi - lo + 1 <= clip_len:
+            start = min(max(0, lo - (clip_len - (hi - lo + 1)) // 2), max(0, num_frames - clip_len))
+            idx = np.clip(np.arange(start, start + clip_len), 0, num_frames - 1)
+        else:
+            idx = np.round(np.linspace(lo, hi, clip_len)).astype(np.int64)
+        idx = [int(i) for i in idx]
+        return idx, idx.index(ref)

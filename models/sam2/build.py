@@ -5,8 +5,9 @@
     model = build_sam2_video_model("sam2.1_hiera_s", checkpoint="sam2.1_hiera_small.pt",
                                    overrides={"model.memory_attention.num_layers": 2})
 
-Returns a ``sam2.sam2_video_predictor.SAM2VideoPredictor`` (a ``SAM2Base`` with the package's interactive API) in
-``eval()`` mode. ``models/sam2/video.py`` drives it on tensors, with gradients.
+Returns a ``models.sam2.samurai.MotionAwareSAM2`` (a subclass of the package's ``SAM2VideoPredictor``: a
+``SAM2Base`` with the interactive API, plus SAMURAI's optional motion model and memory selector) in ``eval()``
+mode. ``models/sam2/video.py`` drives it on tensors, with gradients.
 
 Why not ``sam2.build_sam``: it composes the config through Hydra's global config module, which ``import sam2``
 initialises process-wide (a clash with any other Hydra user). Here the yaml is read with ``OmegaConf.load`` from the
@@ -101,18 +102,22 @@ def check_image_size(image_size: Any) -> int:
 
 
 def _target_arguments(node: Any) -> list[str]:
-    """Constructor arguments of a config node's ``_target_`` class (keys one may add that the yaml does not set)."""
+    """Constructor arguments of a config node's ``_target_`` class (keys one may add that the yaml does not set),
+    following ``**kwargs`` up the class hierarchy (MotionAwareSAM2 -> SAM2VideoPredictor -> SAM2Base)."""
     from hydra.utils import get_class
 
     target = node.get("_target_") if hasattr(node, "get") else None
     if not target:
         return []
-    sig = inspect.signature(get_class(target).__init__)
-    names = [p for p in sig.parameters if p != "self"]
-    if "kwargs" in names and target.endswith("SAM2VideoPredictor"):  # forwards **kwargs to SAM2Base
-        names += [p for p in inspect.signature(get_class("sam2.modeling.sam2_base.SAM2Base").__init__).parameters
-                  if p != "self"]
-    return [n for n in names if n not in ("args", "kwargs")]
+    names: list[str] = []
+    for cls in get_class(target).__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        names += [p for p in params if p not in ("args", "kwargs") and p not in names]
+        if "kwargs" not in params:
+            break
+    return names
 
 
 def apply_overrides(cfg: Any, overrides: Mapping[str, Any], source: str) -> None:
@@ -186,7 +191,9 @@ def build_sam2_video_model(config: str = "sam2.1_hiera_t", image_size: int = 102
     yaml_path = package_config_path(yaml_name)
     import_sam2()
     cfg = OmegaConf.load(yaml_path)
-    extra: dict[str, Any] = {"model._target_": "sam2.sam2_video_predictor.SAM2VideoPredictor",
+    # MotionAwareSAM2 (models/sam2/samurai.py) is the package's SAM2VideoPredictor unless given a motion model or
+    # a memory selector; same parameters and state dict
+    extra: dict[str, Any] = {"model._target_": "models.sam2.samurai.MotionAwareSAM2",
                              "model.image_size": image_size}
     if apply_postprocessing:
         if importlib.util.find_spec("sam2._C") is None:

@@ -25,7 +25,14 @@ LORA_PRESETS: dict[str, str] = {
     "memory_attention": rf"memory_attention\..*\.{_PROJ}",
     "mask_decoder": rf"sam_mask_decoder\.transformer\..*\.{_PROJ}",
     "attention": rf"(memory_attention|sam_mask_decoder\.transformer)\..*\.{_PROJ}",
+    # seed 003's recipe (SAMURAI fine-tuned on CAMUS): layers 0-1 of the mask decoder's two-way transformer
+    # (self-attention, token->image and image->token cross-attention) and of memory attention (self-attention and
+    # image cross-attention); q/k/v/out projections. Use with r 8, alpha 8, dropout 0 (SAMURAI_LORA).
+    "samurai": (rf"(sam_mask_decoder\.transformer\.layers\.[01]\.(self_attn|cross_attn_token_to_image|"
+                rf"cross_attn_image_to_token)|memory_attention\.layers\.[01]\.(self_attn|cross_attn_image))\.{_PROJ}"),
 }
+#: seed 003's LoRA settings (peft LoraConfig: r 8, lora_alpha 8, lora_dropout 0, bias "none" = peft's default)
+SAMURAI_LORA = {"target": "samurai", "r": 8, "alpha": 8.0, "dropout": 0.0}
 
 
 def _matches(name: str, target: str | list[str]) -> bool:

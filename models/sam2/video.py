@@ -76,12 +76,19 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class SAM2VideoAdapter(nn.Module):
     """Wraps a SAM2 video model (``build_sam2_video_model``); see the module docstring for ``segment``."""
 
-    def __init__(self, model: nn.Module, frame_batch: int = 8):
-        """model: a ``SAM2Base`` (normally the ``SAM2VideoPredictor`` of ``build_sam2_video_model``).
-        frame_batch: frames per image-encoder call (memory vs speed)."""
+    def __init__(self, model: nn.Module, frame_batch: int = 8, motion: dict | None = None):
+        """model: a ``SAM2Base`` (normally the ``MotionAwareSAM2`` of ``build_sam2_video_model``).
+        frame_batch: frames per image-encoder call (memory vs speed).
+        motion: None, or ``SamuraiMotion`` settings (``kf_score_weight``, ``stable_frames``, ``stable_iou``, ...):
+        SAMURAI's motion-aware mask choice, with fresh Kalman tracks for every object at the start of the forward
+        and of the backward pass (needs a ``MotionAwareSAM2``). The memory selector is the model's
+        (``model.memory_selector``)."""
         super().__init__()
         self.model = model
         self.frame_batch = frame_batch
+        self.motion = dict(motion) if motion is not None else None
+        if self.motion is not None and not hasattr(model, "motion"):
+            raise PromptError(f"motion needs a MotionAwareSAM2 (build_sam2_video_model), got {type(model).__name__}")
 
     @property
     def image_size(self) -> int:
@@ -208,12 +215,20 @@ class SAM2VideoAdapter(nn.Module):
             output_dict["cond_frame_outputs"][i] = out
         first = min(frames)
         for reverse, order in ((False, range(first + 1, t)), (True, range(first - 1, -1, -1))):
-            for i in order:
-                if i in output_dict["cond_frame_outputs"]:
-                    continue
-                out, sam_outputs = self._step(i, self._expanded(per_frame[i], k), output_dict, t, reverse)
-                output_dict["non_cond_frame_outputs"][i] = out
-                keep(i, sam_outputs)
+            if self.motion is not None:  # one Kalman track per object and per pass, in the direction of tracking
+                from models.sam2.samurai import SamuraiMotion
+
+                self.model.motion = SamuraiMotion(k, **self.motion)
+            try:
+                for i in order:
+                    if i in output_dict["cond_frame_outputs"]:
+                        continue
+                    out, sam_outputs = self._step(i, self._expanded(per_frame[i], k), output_dict, t, reverse)
+                    output_dict["non_cond_frame_outputs"][i] = out
+                    keep(i, sam_outputs)
+            finally:
+                if self.motion is not None:
+                    self.model.motion = None
         logits = torch.stack([results[i][0] for i in range(t)])
         prompted = torch.zeros(t, dtype=torch.bool, device=device)
         prompted[frames] = True

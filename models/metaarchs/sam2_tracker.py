@@ -1,0 +1,198 @@
+"""Promptable video trackers on our SAM2 adapter: ``SAM2`` (the package's model) and ``SAMURAI`` (seed 003: SAM2
+plus a Kalman motion model that re-scores the candidate masks and a motion-aware memory selector; see
+``models/sam2/samurai.py`` and ``models/sam2/memory.py``). Same parameters and state dict: a checkpoint trained
+as one evaluates as the other.
+
+    model = dict(name="SAMURAI", num_classes=4, sam2=dict(config="cpu_tiny", image_size=128, checkpoint=None),
+                 prompt="mask", prompt_frame="first", motion=dict(kf_score_weight=0.15),
+                 memory_selector=dict(name="samurai"), sam2_train="lora", lora=dict(target="samurai"))
+
+Evaluation (``predict``, the semi-automatic protocol of video object segmentation): every class of a video is
+prompted once, on one annotated frame (``prompt_frame``: "first" annotated frame, "ed" = the meta's end-diastolic
+frame when the video has it, "middle" annotated frame, or an integer k = the k-th annotated frame), by its
+ground-truth mask (``prompt="mask"``) or box (``"box"``; ``box_jitter_px`` adds seeded noise); SAM2 tracks it
+forwards to the end and backwards to frame 0. The prompted frame leaves the scoring (the output's ``scored``), so
+every scored frame is a tracked one. ``probs`` B×T×K×H×W: per-object sigmoids zeroed where SAM2's object score
+is < 0, divided by their sum where it exceeds 1. A class absent on the prompt frame gets an empty mask prompt.
+Use it with the whole-video protocol (``evaluate=[dict(..., per_video=True, mapper=dict(name=
+"VideoEvalMapper"))]``): an 11-frame test clip has a single annotated frame, the one that would be prompted.
+
+Training (``forward``, SAM2 itself; the motion model and the memory selector are inference rules, so SAM2 and
+SAMURAI train identically): per clip, one annotated frame (chosen at random) is prompted by the training prompt
+(``train_prompt``: "mask", or "box" with ``train_box_jitter_px`` noise) and the clip is tracked with gradients;
+SAM2's published loss (``models/sam2/loss.py``) is taken on the other annotated frames (and on a box-prompted
+frame). Clips need two annotated frames: the ``annotated_pair`` frame sampler gives them. ``sam2_train``:
+"full", "frozen" (nothing trains: zero-shot evaluation without a checkpoint), "lora" (peft adapters, ``lora``:
+``target`` a preset of ``models/sam2/lora.py`` — "samurai" is seed 003's — ``r``, ``alpha``, ``dropout``;
+adapters-only checkpoints with ``train.checkpoint.state="trainable"``), "decoder" (mask decoder and memory
+modules train, image encoder frozen).
+"""
+from __future__ import annotations
+
+import torch
+
+from core.errors import ConfigError
+from core.registry import MEMORY_SELECTORS, MODELS, build
+from models.base import MetaArch
+from models.heads.box_head import boxes_from_masks, jitter_boxes
+from models.sam2 import memory  # noqa: F401  (registers the memory selectors)
+from models.sam2.build import build_sam2_video_model
+from models.sam2.lora import SAMURAI_LORA, add_lora
+from models.sam2.loss import SAM2Loss
+from models.sam2.video import SAM2VideoAdapter, normalize
+
+PROMPTS = ("mask", "box")
+PROMPT_FRAMES = ("first", "ed", "middle")
+SAM2_TRAIN = ("full", "frozen", "lora", "decoder")
+ABSENT_BOX = (0.0, 0.0, 1.0, 1.0)
+ENCODER_PREFIXES = ("image_encoder.",)
+SAMURAI_MOTION = {"kf_score_weight": 0.15, "stable_frames": 15, "stable_iou": 0.3}
+
+
+def _choice(key: str, value, allowed: tuple) -> str:
+    if value not in allowed:
+        raise ConfigError(f"model.{key} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+@MODELS.register()
+class SAM2(MetaArch):
+    """SAM2 as a promptable tracker (see the module docstring)."""
+
+    default_motion: dict | None = None
+    default_selector: dict | None = None
+    checkpoint_names = frozenset({"SAM2", "SAMURAI"})
+
+    def __init__(self, num_classes: int = 4, sam2: dict | None = None, prompt: str = "mask",
+                 prompt_frame: str | int = "first", box_jitter_px: float = 0.0, train_prompt: str = "mask",
+                 train_box_jitter_px: float = 4.0, sam2_train: str = "full", lora: dict | None = None,
+                 sam2_loss: dict | None = None, motion: dict | None | str = "default",
+                 memory_selector: dict | None | str = "default", frame_batch: int = 8):
+        super().__init__()
+        self.num_classes = int(num_classes)
+        self.prompt = _choice("prompt", prompt, PROMPTS)
+        self.train_prompt = _choice("train_prompt", train_prompt, PROMPTS)
+        if isinstance(prompt_frame, bool) or not (isinstance(prompt_frame, int) or prompt_frame in PROMPT_FRAMES):
+            raise ConfigError(f"model.prompt_frame must be one of {', '.join(PROMPT_FRAMES)} or an integer (the k-th "
+                              f"annotated frame); got {prompt_frame!r}")
+        self.prompt_frame = prompt_frame
+        self.box_jitter_px, self.train_box_jitter_px = float(box_jitter_px), float(train_box_jitter_px)
+        self.sam2_train = _choice("sam2_train", sam2_train, SAM2_TRAIN)
+        motion = self.default_motion if motion == "default" else motion
+        selector = self.default_selector if memory_selector == "default" else memory_selector
+        net = build_sam2_video_model(**{"config": "cpu_tiny", "image_size": 128, **(sam2 or {})})
+        net.memory_selector = None if not selector else build(MEMORY_SELECTORS, dict(selector),
+                                                              key="model.memory_selector")
+        self.sam2 = SAM2VideoAdapter(net, frame_batch=frame_batch, motion=dict(motion) if motion else None)
+        self.sam2_criterion = SAM2Loss(**(sam2_loss or {}))
+        if self.sam2_train == "lora":
+            add_lora(net, **{**SAMURAI_LORA, **(lora or {})})
+        elif lora:
+            raise ConfigError(f"model.lora is set but model.sam2_train={sam2_train!r}; use sam2_train='lora'")
+        if self.sam2_train == "frozen":
+            net.requires_grad_(False)
+        elif self.sam2_train == "decoder":
+            for n, p in net.named_parameters():
+                p.requires_grad_(not n.startswith(ENCODER_PREFIXES))
+        self.frozen_base_path = (sam2 or {}).get("checkpoint") if self.sam2_train != "full" else None
+
+    @property
+    def trains(self) -> bool:
+        return any(p.requires_grad for p in self.parameters())
+
+    # ------------------------------------------------------------------------------------------------ prompts
+    def _prompt_frame(self, has_ann: torch.Tensor, frame_idx: torch.Tensor | None, meta: dict) -> int | None:
+        """Clip position of the prompted frame among the annotated ones (None: nothing annotated)."""
+        ann = has_ann.nonzero()[:, 0].tolist()
+        if not ann:
+            return None
+        if self.prompt_frame == "first":
+            return ann[0]
+        if self.prompt_frame == "middle":
+            return ann[len(ann) // 2]
+        if self.prompt_frame == "ed":
+            ed = meta.get("ed") if meta else None
+            if ed is not None and frame_idx is not None:
+                hits = [t for t in ann if int(frame_idx[t]) == int(ed)]
+                if hits:
+                    return hits[0]
+            return ann[0]
+        k = int(self.prompt_frame)
+        return ann[min(max(k, -len(ann)), len(ann) - 1)]
+
+    def _prompts(self, masks: torch.Tensor, kind: str, jitter: float, size: tuple[int, int],
+                 generator: torch.Generator | None = None) -> dict:
+        """Prompts of one frame's GT masks K×H×W: {"masks": 1×K×H×W} or {"boxes": 1×K×4} (absent: a 1-px box)."""
+        if kind == "mask":
+            return {"masks": masks[None].float()}
+        boxes, present = boxes_from_masks(masks[None, None])
+        boxes = boxes[0]
+        if jitter > 0:
+            boxes = jitter_boxes(boxes, jitter, size, generator)
+        return {"boxes": torch.where(present[0, ..., None], boxes, boxes.new_tensor(ABSENT_BOX))}
+
+    # ------------------------------------------------------------------------------------------------ training
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        net, motion = self.sam2.model, self.sam2.motion
+        selector, net.memory_selector, self.sam2.motion = net.memory_selector, None, None  # SAM2's own rules
+        try:
+            return self._losses(batch)
+        finally:
+            net.memory_selector, self.sam2.motion = selector, motion
+
+    def _losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        video, masks, has_ann = batch["video"], batch["masks"], batch["has_ann"]
+        b, _, _, h, w = video.shape
+        total: dict[str, torch.Tensor] = {}
+        for i in range(b):
+            ann = has_ann[i].nonzero()[:, 0]
+            if len(ann) == 0:
+                continue
+            p = int(ann[int(torch.randint(len(ann), ()))])  # global RNG: restored on resume
+            kind = self.train_prompt if len(ann) > 1 else "box"  # one annotated frame: its box-prompted mask
+            prompts = self._prompts(masks[i, p], kind, self.train_box_jitter_px, (h, w))
+            _, aux = self.sam2.segment(normalize(video[i]), prompts, [p], train=True)
+            for key, v in self.sam2_criterion(aux, masks[i], has_ann[i]).items():
+                total[key] = total.get(key, 0) + v / b
+        if not total:
+            zero = sum((q.sum() * 0 for q in self.sam2.parameters() if q.requires_grad), video.new_zeros(()))
+            total = {k: zero for k in ("loss_mask", "loss_dice", "loss_iou", "loss_class")}
+        return total
+
+    # ------------------------------------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict(self, batch: dict) -> dict[str, torch.Tensor]:
+        if "masks" not in batch:
+            raise ConfigError(f"{type(self).__name__} is prompted with ground-truth masks or boxes: predict needs "
+                              "'masks' in the batch (an evaluation sample)")
+        video, masks, has_ann = batch["video"], batch["masks"], batch["has_ann"].bool()
+        b, t, _, h, w = video.shape
+        k = self.num_classes
+        probs = video.new_zeros(b, t, k, h, w)
+        scored = (batch["scored"].bool() if "scored" in batch else has_ann).clone()
+        metas = batch.get("meta") or [{} for _ in range(b)]
+        for i in range(b):
+            fidx = batch["frame_idx"][i] if "frame_idx" in batch else None
+            p = self._prompt_frame(has_ann[i], fidx, metas[i])
+            if p is None:
+                continue
+            g = torch.Generator().manual_seed(int(metas[i].get("sample_id", i))) if self.box_jitter_px > 0 else None
+            prompts = self._prompts(masks[i, p], self.prompt, self.box_jitter_px, (h, w), g)
+            logits, aux = self.sam2.segment(normalize(video[i]), prompts, [p])
+            q = logits.sigmoid()
+            visible = (aux["object_score_logits"].to(q.device) > 0).float()
+            if self.prompt == "mask":
+                visible[p] = masks[i, p].flatten(1).any(1).float()
+            q = q * visible[..., None, None]
+            s = q.sum(1, keepdim=True)
+            probs[i] = torch.where(s > 1, q / s.clamp(min=1e-6), q)
+            scored[i, p] = False
+        return {"probs": probs, "scored": scored}
+
+
+@MODELS.register()
+class SAMURAI(SAM2):
+    """SAM2 with SAMURAI's motion-aware mask choice and memory selection (defaults: the published values)."""
+
+    default_motion = SAMURAI_MOTION
+    default_selector = {"name": "samurai"}
