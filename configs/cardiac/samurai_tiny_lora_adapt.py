@@ -1,10 +1,13 @@
-# Few-shot site adaptation with seed 003's LoRA recipe: the SAM2 trained on the cross-site split (init from its
-# checkpoint: SAM2_SITE_CKPT, the model state of sam2_tiny_site.py's run), LoRA r 8 / alpha 8 / dropout 0 on layers
-# 0-1 of the mask decoder's two-way transformer and of memory attention, encoders frozen, trained on the first n
-# labelled videos of the held-out site (data.train: echo_synth_site_adapt{1,2,4}_train), adapters-only checkpoints;
-# evaluated with SAMURAI on the site's held-out half. benchmarks/samurai_adaptation.py runs the whole table.
+# Few-shot site adaptation with seed 003's LoRA recipe. Start: the SAM2 trained on the cross-site split, exported
+# by tools/export_sam2.py ($SAM2_SITE_CHECKPOINT, default output/sam2_tiny_site/sam2.pth). LoRA r 8 / alpha 8 /
+# dropout 0 on layers 0-1 of the mask decoder's two-way transformer and of memory attention (preset "samurai"),
+# everything else frozen, adapters-only checkpoints. Trained on the first n labelled videos of the held-out site
+# (data.train: echo_synth_site_adapt{1,2,4}_train), evaluated with SAMURAI on the site's other half.
+# benchmarks/samurai_adaptation.py runs the whole table (no adaptation / LoRA / full fine-tuning, n = 1, 2, 4).
+import os
+
 _base_ = ["./samurai_tiny.py"]
-model = dict(sam2=dict(checkpoint="${oc.env:SAM2_SITE_CKPT,output/sam2_tiny_site/sam2_state.pth}"),
+model = dict(sam2=dict(checkpoint=os.environ.get("SAM2_SITE_CHECKPOINT", "output/sam2_tiny_site/sam2.pth")),
              sam2_train="lora", lora=dict(target="samurai", r=8, alpha=8.0, dropout=0.0))
 train = dict(max_iter=150, eval_period=0, checkpoint_period=150, checkpoint=dict(state="trainable"))
 optim = dict(base_lr=5e-4, scheduler=dict(warmup_iters=10))

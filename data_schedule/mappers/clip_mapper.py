@@ -155,15 +155,25 @@ class VideoEvalMapper(_ClipMapper):
     the scored frames' labels at native resolution, in frame order."""
 
     def __init__(self, size: list[int] = (128, 128), num_classes: int = 4, max_frames: int | None = None,
-                 transforms: list[dict] | None = None):
+                 transforms: list[dict] | None = None, score: str = "samples"):
+        """score: "samples" = the frames of the video's evaluation samples (``scored_frames``: CAMUS ED/ES,
+        EchoNet's traced frames, CardiacUDC's annotated ones); "annotated" = every annotated frame of the video
+        (CAMUS half sequences: every frame)."""
         super().__init__(1, size, num_classes, None, transforms)
-        self.max_frames = max_frames
+        if score not in ("samples", "annotated"):
+            raise ConfigError(f"VideoEvalMapper score must be 'samples' or 'annotated', got {score!r}")
+        self.max_frames, self.score = max_frames, score
 
     def __call__(self, meta: dict, seed: int | None = None) -> dict:
         n = int(meta["num_frames"])
         if self.max_frames is not None and n > self.max_frames:
             raise DataError(f"{meta['video_id']}: {n} frames, more than the mapper's max_frames={self.max_frames}")
         scored_frames = sorted(set(meta.get("scored_frames", [meta["frame_idx"]])))
+        if self.score == "annotated":
+            annotated = meta.get("annotated_frames")
+            if annotated is None:
+                annotated = sorted(meta["cache"].labels()) if meta.get("labeled", True) else []
+            scored_frames = sorted(set(int(f) for f in annotated)) or scored_frames
         if not all(0 <= f < n for f in scored_frames):
             raise DataError(f"{meta['video_id']}: scored frames {scored_frames} outside 0..{n - 1}")
         return self._scored_sample(meta, list(range(n)), scored_frames)  # clip positions = frame numbers

@@ -273,3 +273,32 @@ def test_train_then_eval_from_the_checkpoint(camus, tmp_path, capsys):
     m2 = json.loads((eval_out / "eval" / "camus_test" / "metrics.json").read_text())
     assert m2["mDice"] == pytest.approx(m["mDice"], abs=1e-9) and m2["num_samples"] == 4
     assert "| camus_val |" in capsys.readouterr().out
+
+
+def test_samurai_config_trains_and_scores_every_frame_but_the_ed_prompt(camus, tmp_path):
+    out = tmp_path / "samurai"
+    config = str(REPO / "configs" / "camus" / "samurai_tiny.py")
+    assert cli.main(["--config_file", config, "--output_dir", str(out), "train.max_iter=2", "train.eval_period=0",
+                     "train.checkpoint_period=2", "train.batch_size=2", "optim.scheduler.warmup_iters=1",
+                     "data.num_workers=0", "data.train_mapper.size=[32,32]", "data.train_mapper.clip_len=3",
+                     "model.sam2.image_size=64", "log.wandb.enabled=false", "log.tensorboard=false",
+                     f"data.roots.camus={camus['base']}"]) == 0
+    m = json.loads((out / "eval" / "camus_4ch_test_video" / "metrics.json").read_text())
+    # the test patient's 4CH half sequence: every one of its FRAMES frames labelled, ED carries the prompt
+    assert m["num_videos"] == 1 and m["num_scored_frames"] == FRAMES - 1
+    assert m["class_names"] == ["LV_endo", "LV_myo", "LA"] and 0 <= m["mDice"] <= 1 and 0 <= m["mLost"] <= 1
+
+
+def test_video_eval_mapper_can_score_every_annotated_frame(camus):
+    from core.catalog import DatasetCatalog
+    from core.registry import MAPPERS, build
+    from trainers.evaluation import per_video_metas
+
+    meta = per_video_metas(DatasetCatalog.get("camus_4ch_test"))[0]
+    samples = build(MAPPERS, dict(name="VideoEvalMapper", size=[32, 32], num_classes=3, transforms=[]))(meta)
+    every = build(MAPPERS, dict(name="VideoEvalMapper", size=[32, 32], num_classes=3, transforms=[],
+                                score="annotated"))(meta)
+    assert int(samples["scored"].sum()) == 2  # ED and ES
+    assert int(every["scored"].sum()) == FRAMES and every["gt_full"].shape[0] == FRAMES
+    with pytest.raises(Exception, match="score must be"):
+        build(MAPPERS, dict(name="VideoEvalMapper", score="all"))

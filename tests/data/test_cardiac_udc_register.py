@@ -121,3 +121,37 @@ def test_cache_keeps_whole_frames_and_the_fan_box_and_fancrop_crops_to_it(synth_
         assert torch.equal(explicit["video"], other["video"]) and torch.equal(explicit["gt_full"], other["gt_full"])
     assert explicit["gt_full"].shape[1:] == (y1 - y0, x1 - x0) and whole["gt_full"].shape[1:] == raw.shape[1:]
     assert not torch.equal(explicit["video"], whole["video"])
+
+
+def test_site_adaptation_splits_share_one_held_out_half_of_the_test_site(synth_root):
+    import pytest
+
+    from data_schedule.sources.nifti import DataError
+
+    truth = labelled_videos(synth_root, reg.SITE_SPLIT["test"])
+    names = sorted(truth)
+    pool = len(names) // 2
+    train = DatasetCatalog.get("echo_synth_site_adapt1_train")
+    test = DatasetCatalog.get("echo_synth_site_adapt1_test")
+    assert {s["video_id"] for s in train} == {names[0]}
+    assert {s["video_id"] for s in test} == set(names[pool:])
+    assert len(test) == sum(len(truth[n]) for n in names[pool:])  # one sample per annotated frame
+    if pool < 4:
+        with pytest.raises(DataError, match="4 adaptation videos asked"):
+            DatasetCatalog.get("echo_synth_site_adapt4_train")
+
+
+def test_annotated_pair_clips_join_two_annotated_frames(synth_root):
+    mapper = build(MAPPERS, dict(name="ClipTrainMapper", clip_len=6, size=[32, 32],
+                                 frame_sampler=dict(name="annotated_pair")))
+    metas = DatasetCatalog.get("echo_synth_random_train")
+    for i, meta in enumerate(metas[:12]):
+        s = mapper(meta, seed=i)
+        idx = s["frame_idx"].tolist()
+        assert meta["frame_idx"] in idx and len(idx) == 6 and idx == sorted(idx)
+        if len(meta["annotated_frames"]) > 1:
+            assert int(s["has_ann"].sum()) >= 2  # the reference and a neighbouring annotated frame
+            other = [f for f in idx if f in meta["annotated_frames"] and f != meta["frame_idx"]]
+            ann = sorted(meta["annotated_frames"])
+            k = ann.index(meta["frame_idx"])
+            assert set(other) & set(ann[max(0, k - 1):k + 2])

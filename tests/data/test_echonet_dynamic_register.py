@@ -307,3 +307,19 @@ def test_unet_trains_and_evaluates_on_echonet(echonet, tmp_path):
     for name in NAMES[1:]:
         m = json.loads((eval_out / "eval" / name / "metrics.json").read_text())
         assert m["num_samples"] == 2 and 0.0 <= m["Dice_LV"] <= 1.0 and "Dice_LA" not in m
+
+
+def test_samurai_trains_and_scores_es_from_the_ed_prompt(echonet, tmp_path):
+    import main as cli
+
+    base, _ = echonet
+    out = tmp_path / "samurai"
+    assert cli.main(["--config_file", str(reg_config("samurai_tiny")), "--output_dir", str(out),
+                     f"data.roots.echonet_dynamic={base}", "train.max_iter=2", "train.eval_period=0",
+                     "train.checkpoint_period=2", "train.batch_size=2", "optim.scheduler.warmup_iters=1",
+                     "data.num_workers=0", "data.train_mapper.size=[32,32]", "data.train_mapper.clip_len=3",
+                     "model.sam2.image_size=64", "log.wandb.enabled=false", "log.tensorboard=false"]) == 0
+    for name in ("echonet_dynamic_val_video", "echonet_dynamic_test_video"):
+        m = json.loads((out / "eval" / name / "metrics.json").read_text())
+        assert m["num_videos"] == 1 and m["num_scored_frames"] == 1  # ED prompted, ES scored
+        assert 0.0 <= m["Dice_LV"] <= 1.0

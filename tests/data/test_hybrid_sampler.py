@@ -83,3 +83,24 @@ def test_hts_config_train_samples_carry_the_annotated_frame_and_replay_by_seed(s
     assert a["frame_idx"].tolist() == sorted(a["frame_idx"].tolist())
     assert a["frame_idx"].tolist() == b["frame_idx"].tolist() and a["video"].equal(b["video"])
     assert a["masks"][t].any()  # the annotated frame's labels come with it
+
+
+def test_annotated_pair_spans_the_two_frames_without_repeats():
+    import numpy as np
+
+    from core.registry import SAMPLERS, build
+
+    s = build(SAMPLERS, dict(name="annotated_pair"))
+    rng = np.random.default_rng(0)
+    idx, t = s(10, 60, 8, rng, annotated=[10, 30])  # 20 apart: 8 frames evenly from 10 to 30
+    assert idx[0] == 10 and idx[-1] == 30 and len(set(idx)) == 8 and idx[t] == 10
+    idx, t = s(10, 60, 8, rng, annotated=[7, 10])  # 3 apart: consecutive frames around both
+    assert idx == list(range(5, 13)) and idx[t] == 10  # the spare 4 frames split around them
+    idx, t = s(58, 60, 8, rng, annotated=[56, 58])  # near the end: clamped into the video
+    assert idx == list(range(52, 60)) and idx[t] == 58
+    idx, t = s(10, 60, 5, rng, annotated=[10])  # no other annotated frame: centred
+    assert idx == [8, 9, 10, 11, 12] and t == 2
+    far = build(SAMPLERS, dict(name="annotated_pair", max_gap=5))
+    assert far(10, 60, 5, rng, annotated=[10, 30])[0] == [8, 9, 10, 11, 12]
+    picks = {tuple(s(30, 60, 4, np.random.default_rng(i), annotated=[10, 30, 50])[0]) for i in range(20)}
+    assert {p[0] for p in picks} == {10, 30}  # the previous or the next annotated frame

@@ -264,3 +264,22 @@ def test_hd95_in_mm_when_the_meta_has_a_pixel_size_and_a_missed_class_scores_the
     assert res["mHD95"] == pytest.approx(np.nanmean([res[f"HD95_{c}"] for c in CLASSES]))
     without = run(VideoSegEvaluator("toy", CLASSES), make_batch(PARTIAL))
     assert not any(k.startswith(("HD95", "mHD95")) for k in without)  # no pixel size, no HD95
+
+
+def test_the_model_may_leave_scored_frames_out():
+    """outputs['scored'] (a subset of the batch's, e.g. a tracker's prompt frame) removes frames and their GT rows."""
+    batch, outputs = make_batch([dict(sample_id=0, video_id="v", pred=GT1, gt=GT1)], t_len=3, clip_t=1)
+    batch["has_ann"][:, :] = True
+    batch["scored"][:, :] = True
+    batch["gt_full"] = [torch.stack([GT0, GT1, GT1]).long()]  # frame 0's truth differs from the prediction
+    ev = VideoSegEvaluator("toy", CLASSES)
+    assert run(ev, (batch, outputs))["mDice"] < 1
+    keep = torch.tensor([[False, True, True]])
+    res = run(ev, (batch, {**outputs, "scored": keep.float()}))  # the evaluation loop hands outputs as float
+    assert res["mDice"] == 1.0 and res["num_scored_frames"] == 2
+    with pytest.raises(ValueError, match=r"adds frames \[1\]"):
+        b2 = dict(batch, scored=torch.tensor([[True, False, True]]))
+        b2["gt_full"] = [torch.stack([GT0, GT1]).long()]
+        run(ev, (b2, {**outputs, "scored": keep}))
+    with pytest.raises(ValueError, match="leaves no frame"):
+        run(ev, (batch, {**outputs, "scored": torch.zeros(1, 3, dtype=torch.bool)}))

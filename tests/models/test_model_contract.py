@@ -30,6 +30,8 @@ CPU_CONFIGS = {
              dict(TINY, backbone=dict(norm="group"), lgsd=dict(out_dim=32, hidden_dim=32, bottleneck_dim=16))),
     "BoxSAM2": ("configs/cardiac/box_sam2_tiny.py",
                 dict(box_head=dict(dim=32, num_heads=2), sam2=dict(config="cpu_tiny", image_size=64))),
+    "SAM2": ("configs/cardiac/sam2_tiny.py", dict(sam2=dict(config="cpu_tiny", image_size=64))),
+    "SAMURAI": ("configs/cardiac/samurai_tiny.py", dict(sam2=dict(config="cpu_tiny", image_size=64))),
 }
 B, T, SIZE = 2, 3, 64
 
