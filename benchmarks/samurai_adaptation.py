@@ -15,7 +15,8 @@ annotated frame, the other annotated frames scored):
   iterations at lr ``--lora_lr`` on the first n pool videos;
 - ``full, n videos``: the same runs with every SAM2 parameter trained, at lr ``--full_lr``.
 Wall-clock is the whole process (model build, training and the final evaluation of the test videos); the runs
-of one invocation run one after another on the same machine. A run folder with a final evaluation is reused (``--rerun`` trains again). Writes ``adaptation.json`` / ``.md`` into ``--out``.
+of one invocation run one after another on the same machine. A run folder with a final evaluation is reused
+(``--rerun`` trains again). Writes ``adaptation.json`` / ``.md`` into ``--out``.
 """
 from __future__ import annotations
 

@@ -110,7 +110,7 @@ class Trainer:
     def _default_hooks(self) -> list[HookBase]:
         tc = self.cfg.train
         hooks = [LoggingHook(tc.log_period), EvalHook(tc.eval_period)]
-        if tc.best_checkpoint.metric:
+        if tc.best_checkpoint is not None and tc.best_checkpoint.get("metric"):  # best_checkpoint=null: off too
             hooks.append(BestCheckpointer(tc.best_checkpoint.metric, tc.best_checkpoint.mode))
         hooks.append(PeriodicCheckpointer(tc.checkpoint_period, tc.keep_last))
         return hooks

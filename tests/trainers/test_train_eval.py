@@ -233,3 +233,10 @@ def test_a_step_the_grad_scaler_skips_moves_neither_the_student_nor_the_ema_teac
     assert any(not torch.equal(ref[0][k], ref[1][k]) for k in teacher)  # a taken step 2 moves the teacher
     rows = {r["iteration"]: r for r in jsonl(skipping / "metrics.jsonl") if "loss" in r}
     assert "amp_skipped_steps" not in rows[1] and rows[2]["amp_skipped_steps"] == 1
+
+
+@pytest.mark.parametrize("off", ["train.best_checkpoint=null", "train.best_checkpoint.metric=null"])
+def test_best_checkpoint_can_be_switched_off(synth_root, tiny_config, tmp_path, off):
+    out = tmp_path / "run"
+    assert run(tiny_config, out, off, "train.max_iter=2") == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["model_final.pth"]  # no model_best.pth
