@@ -19,7 +19,8 @@ Use it with the whole-video protocol (``evaluate=[dict(..., per_video=True, mapp
 
 Training (``forward``, SAM2 itself; the motion model and the memory selector are inference rules, so SAM2 and
 SAMURAI train identically): per clip, one annotated frame (chosen at random) is prompted by the training prompt
-(``train_prompt``: "mask", or "box" with ``train_box_jitter_px`` noise) and the clip is tracked with gradients;
+(``train_prompt``: "mask", "box" with ``train_box_jitter_px`` noise, or "mixed": either, at random, as SAM2's
+own training mixes prompt types) and the clip is tracked with gradients;
 SAM2's published loss (``models/sam2/loss.py``) is taken on the other annotated frames (and on a box-prompted
 frame). Clips need two annotated frames: the ``annotated_pair`` frame sampler gives them. ``sam2_train``:
 "full", "frozen" (nothing trains: zero-shot evaluation without a checkpoint), "lora" (peft adapters, ``lora``:
@@ -42,6 +43,7 @@ from models.sam2.loss import SAM2Loss
 from models.sam2.video import SAM2VideoAdapter, normalize
 
 PROMPTS = ("mask", "box")
+TRAIN_PROMPTS = ("mask", "box", "mixed")
 PROMPT_FRAMES = ("first", "ed", "middle")
 SAM2_TRAIN = ("full", "frozen", "lora", "decoder")
 ABSENT_BOX = (0.0, 0.0, 1.0, 1.0)
@@ -71,7 +73,7 @@ class SAM2(MetaArch):
         super().__init__()
         self.num_classes = int(num_classes)
         self.prompt = _choice("prompt", prompt, PROMPTS)
-        self.train_prompt = _choice("train_prompt", train_prompt, PROMPTS)
+        self.train_prompt = _choice("train_prompt", train_prompt, TRAIN_PROMPTS)
         if isinstance(prompt_frame, bool) or not (isinstance(prompt_frame, int) or prompt_frame in PROMPT_FRAMES):
             raise ConfigError(f"model.prompt_frame must be one of {', '.join(PROMPT_FRAMES)} or an integer (the k-th "
                               f"annotated frame); got {prompt_frame!r}")
@@ -149,7 +151,11 @@ class SAM2(MetaArch):
             if len(ann) == 0:
                 continue
             p = int(ann[int(torch.randint(len(ann), ()))])  # global RNG: restored on resume
-            kind = self.train_prompt if len(ann) > 1 else "box"  # one annotated frame: its box-prompted mask
+            kind = self.train_prompt
+            if kind == "mixed":  # SAM2's own training mixes mask and box (or click) prompts
+                kind = "mask" if bool(torch.rand(()) < 0.5) else "box"
+            if len(ann) == 1:
+                kind = "box"  # one annotated frame: the loss is on its box-prompted mask
             prompts = self._prompts(masks[i, p], kind, self.train_box_jitter_px, (h, w))
             _, aux = self.sam2.segment(normalize(video[i]), prompts, [p], train=True)
             for key, v in self.sam2_criterion(aux, masks[i], has_ann[i]).items():

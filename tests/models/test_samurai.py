@@ -261,3 +261,19 @@ def test_lora_preset_trains_only_the_adapters():
     sum(model.train()(_batch()).values()).backward()
     opt.step()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items() if k in before)
+
+
+def test_mixed_training_prompts_use_masks_and_boxes(monkeypatch):
+    model = _tracker("SAM2", train_prompt="mixed").train()
+    kinds = []
+    real = model._prompts
+    monkeypatch.setattr(model, "_prompts", lambda masks, kind, *a, **kw: kinds.append(kind) or real(masks, kind, *a,
+                                                                                                      **kw))
+    torch.manual_seed(0)
+    batch = _batch(t=8)
+    for _ in range(6):
+        losses = model(batch)
+        assert all(torch.isfinite(v) for v in losses.values())
+    assert set(kinds) == {"mask", "box"}
+    with pytest.raises(ConfigError, match="train_prompt"):
+        _tracker("SAM2", train_prompt="points")
