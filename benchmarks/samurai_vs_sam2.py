@@ -19,6 +19,9 @@ Recovery: on the dense videos, ``--dropout N`` blanks the N frames after the pro
 probe loses contact) and scores only the frames after the gap, so the row says how well each tracker
 re-acquires the chambers.
 
+``--baseline CKPT`` adds a ``per-frame`` row: a model without prompts (the U-Net of ``unet_tiny_site.py``) on the
+same frames (the trackers' prompt frame left out), in windows of 16 frames: the reference a tracker must beat.
+
 Writes ``samurai_vs_sam2.json`` / ``.md`` into ``--out`` and prints the table.
 """
 from __future__ import annotations
@@ -77,10 +80,46 @@ class GapModel(torch.nn.Module):
         return out
 
 
+class SameFrames(torch.nn.Module):
+    """A per-frame model (no prompt) scored on the trackers' frames: the first annotated frame of every video (the
+    trackers' prompt) is left out; the model runs in windows of 16 frames (overlap 4)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> dict:
+        from trainers.video_inference import predict_in_windows
+
+        out = predict_in_windows(self.model, batch, 16, 4)
+        scored = batch["scored"].bool().clone()
+        for i in range(scored.shape[0]):
+            ann = batch["has_ann"][i].nonzero().flatten()
+            if len(ann):
+                scored[i, int(ann[0])] = False
+        return {"probs": out["probs"], "scored": scored}
+
+
 def _entries(names: list[str], size: list[int]) -> list[dict]:
     mapper = dict(name="VideoEvalMapper", size=size, transforms=[dict(name="FanCrop")])
     ev = [dict(name="VideoSegEvaluator", num_vis=0), dict(name="TrackingEvaluator")]
     return [dict(name=n, tag=n, per_video=True, mapper=mapper, evaluator=ev) for n in names]
+
+
+def _load(path: Path, device):
+    from core.checkpoint import load_checkpoint
+    from core.config import config_from_container
+    from main import set_roots
+    from trainers.train_loop import build_model
+
+    ckpt = load_checkpoint(path)
+    cfg = config_from_container(ckpt["config"], f"checkpoint {path}", ["log.wandb.enabled=false",
+                                                                        "log.tensorboard=false"])
+    set_roots(cfg)
+    model = build_model(cfg, device)
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), cfg, ckpt
 
 
 def _pool(results: dict[str, dict]) -> dict:
@@ -103,33 +142,27 @@ def main(argv=None) -> int:
     ap.add_argument("--dense_root", default=str(REPO / "datasets" / "echo_synth_dense"))
     ap.add_argument("--no_dense", action="store_true")
     ap.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS), help="trackers to evaluate")
+    ap.add_argument("--baseline", default=None, help="checkpoint of a per-frame model (e.g. the U-Net of "
+                    "unet_tiny_site.py), scored on the same frames without a prompt (a row 'per-frame')")
     args = ap.parse_args(argv)
 
     import data_schedule  # noqa: F401
     import evaluators  # noqa: F401
     import models  # noqa: F401
     from core.catalog import DatasetCatalog
-    from core.checkpoint import load_checkpoint
-    from core.config import config_from_container
     from core.logger import setup_logger
     from core.registry import MEMORY_SELECTORS, build
     from data_schedule.synthetic.echo_synth import generate_echo_synth
-    from main import set_roots
     from trainers.evaluation import evaluate_all
-    from trainers.train_loop import build_model, default_device
+    from trainers.train_loop import default_device
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     setup_logger(out, 0)
     ckpt_path = Path(args.ckpt)
-    ckpt = load_checkpoint(ckpt_path)
-    cfg = config_from_container(ckpt["config"], f"checkpoint {ckpt_path}",
-                                ["log.wandb.enabled=false", "log.tensorboard=false"])
-    set_roots(cfg)
     device = default_device()
-    model = build_model(cfg, device)
-    model.load_state_dict(ckpt["model"])
-    model.eval()
+    baseline = _load(Path(args.baseline), device)[0] if args.baseline else None
+    model, cfg, ckpt = _load(ckpt_path, device)
     size = list(cfg.data.train_mapper.size)
     protocols = [("sparse", SPARSE_SETS, None, 0)]
     if not args.no_dense:
@@ -145,11 +178,14 @@ def main(argv=None) -> int:
             DatasetCatalog.clear_cache()
         pcfg = cfg.copy()
         pcfg.data.evaluate = _entries(names, size)
-        for label in args.rows:
-            motion, selector = ROWS[label]
-            model.sam2.motion = dict(motion) if motion else None
-            model.sam2.model.memory_selector = build(MEMORY_SELECTORS, selector) if selector else None
-            runner = GapModel(model, gap) if gap else model
+        for label in (["per-frame"] if baseline is not None and not gap else []) + args.rows:
+            if label == "per-frame":
+                runner = SameFrames(baseline)
+            else:
+                motion, selector = ROWS[label]
+                model.sam2.motion = dict(motion) if motion else None
+                model.sam2.model.memory_selector = build(MEMORY_SELECTORS, selector) if selector else None
+                runner = GapModel(model, gap) if gap else model
             t = time.perf_counter()
             res = evaluate_all(runner, pcfg, out / "eval" / f"{proto}_{label}".replace(" ", "_").replace(",", ""),
                                device)

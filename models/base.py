@@ -33,7 +33,7 @@ Batches are ``core.structures.Batch`` (time-major: ``video`` B×T×3×H×W in [0
     add_prompts(state, frame_idx, prompts)
     propagate(state, reverse=False) -> iterator of (frame_idx, {"probs": K×H×W, ...})
 
-The stateful video API (optional; the SAM2 family will implement it) follows sam2's video predictor
+The stateful video API (optional; SAM2 and SAMURAI implement it) follows sam2's video predictor
 (``init_state`` / ``add_new_points_or_box`` / ``propagate_in_video``) with our tensors: ``init_video`` takes one
 video ``T×3×H×W`` float in [0, 1] (already at the model's input size, on the model's device) and its meta dict,
 and returns an opaque state object the model owns (memory bank, cached features); ``add_prompts`` records

@@ -36,8 +36,9 @@ def inference_on_dataset(model: torch.nn.Module, loader, evaluators: list, devic
     """Run the model on every batch and feed every evaluator; returns their merged results (a metric two
     evaluators both report is an error). The model runs ``predict`` (in temporal windows when ``window =
     dict(size=, overlap=)``), or, with ``video_api`` and a model that has it (``MetaArch.has_video_api``), its
-    stateful video API (:func:`trainers.video_inference.predict_with_video_api`). A model's evaluation
-    requirements (``support``, ``prompts``) are checked on every batch."""
+    stateful video API (:func:`trainers.video_inference.predict_with_video_api`) for batches that carry
+    ``prompts`` or when the model requires them (otherwise ``predict``: SAM2 and SAMURAI prompt themselves from
+    the ground truth). A model's evaluation requirements (``support``, ``prompts``) are checked on every batch."""
     from models.base import MetaArch, check_batch
     from trainers.video_inference import predict_in_windows, predict_with_video_api
 
@@ -55,7 +56,7 @@ def inference_on_dataset(model: torch.nn.Module, loader, evaluators: list, devic
             if protocol:
                 check_batch(model, batch, training=False)
             with autocast_context(device, amp_cfg):
-                if video_api:
+                if video_api and ("prompts" in batch or "prompts" in model.requires):
                     outputs = predict_with_video_api(model, batch)
                 elif window:
                     outputs = predict_in_windows(model, batch, int(window["size"]), int(window.get("overlap", 0)))

@@ -14,7 +14,9 @@ ground-truth mask (``prompt="mask"``) or box (``"box"``; ``box_jitter_px`` adds 
 forwards to the end and backwards to frame 0. The prompted frame leaves the scoring (the output's ``scored``), so
 every scored frame is a tracked one. ``probs`` B×T×K×H×W: per-object sigmoids zeroed where SAM2's object score
 is < 0, divided by their sum where it exceeds 1. A class absent on the prompt frame gets an empty mask prompt.
-Use it with the whole-video protocol (``evaluate=[dict(..., per_video=True, mapper=dict(name=
+The stateful video API (``init_video`` / ``add_prompts`` / ``propagate``, ``models/base.py``) takes prompts from
+the caller instead (masks or boxes on any frames), for interactive use and tools; the evaluation uses it only for
+batches that carry ``prompts``. Use it with the whole-video protocol (``evaluate=[dict(..., per_video=True, mapper=dict(name=
 "VideoEvalMapper"))]``): an 11-frame test clip has a single annotated frame, the one that would be prompted.
 
 Training (``forward``, SAM2 itself; the motion model and the memory selector are inference rules, so SAM2 and
@@ -185,15 +187,66 @@ class SAM2(MetaArch):
             g = torch.Generator().manual_seed(int(metas[i].get("sample_id", i))) if self.box_jitter_px > 0 else None
             prompts = self._prompts(masks[i, p], self.prompt, self.box_jitter_px, (h, w), g)
             logits, aux = self.sam2.segment(normalize(video[i]), prompts, [p])
-            q = logits.sigmoid()
-            visible = (aux["object_score_logits"].to(q.device) > 0).float()
-            if self.prompt == "mask":
-                visible[p] = masks[i, p].flatten(1).any(1).float()
-            q = q * visible[..., None, None]
-            s = q.sum(1, keepdim=True)
-            probs[i] = torch.where(s > 1, q / s.clamp(min=1e-6), q)
+            probs[i] = self._probs(logits, aux, {p: masks[i, p]} if self.prompt == "mask" else {})
             scored[i, p] = False
         return {"probs": probs, "scored": scored}
+
+
+    @staticmethod
+    def _probs(logits: torch.Tensor, aux: dict, given_masks: dict) -> torch.Tensor:
+        """Logits T×K×H×W -> probabilities: zero where SAM2's object score is < 0 (on a mask-prompted frame: where
+        the given mask is empty), divided by their sum where it exceeds 1."""
+        q = logits.sigmoid()
+        visible = (aux["object_score_logits"].to(q.device) > 0).float()
+        for f, m in given_masks.items():
+            visible[f] = m.flatten(1).any(1).float()
+        q = q * visible[..., None, None]
+        s = q.sum(1, keepdim=True)
+        return torch.where(s > 1, q / s.clamp(min=1e-6), q)
+
+    # ------------------------------------------------------------------------------------------------ video API
+    def init_video(self, video: torch.Tensor, meta) -> dict:
+        """One video T×3×H×W in [0, 1] -> state; prompts are added with ``add_prompts``, then ``propagate``."""
+        if video.dim() != 4 or video.shape[1] != 3:
+            raise ConfigError(f"init_video: video must be T×3×H×W, got shape {tuple(video.shape)}")
+        return {"video": video, "meta": dict(meta or {}), "prompts": {}, "kind": None, "probs": None}
+
+    def add_prompts(self, state: dict, frame_idx: int, prompts) -> None:
+        """``masks`` K×H×W (an empty mask: absent there) or ``boxes`` K×4 (x0, y0, x1, y1 pixels; a NaN row: the
+        class is absent there); all prompted frames of a video use the same kind. Points are not supported."""
+        t = state["video"].shape[0]
+        if not 0 <= int(frame_idx) < t:
+            raise ConfigError(f"add_prompts: frame {frame_idx} outside the video (0..{t - 1})")
+        kinds = [k for k in ("masks", "boxes") if k in prompts]
+        unknown = sorted(set(prompts) - {"masks", "boxes"})
+        if len(kinds) != 1 or unknown:
+            raise ConfigError(f"add_prompts: {type(self).__name__} takes 'masks' (K×H×W) or 'boxes' (K×4) on a frame, "
+                              f"got {sorted(prompts)}")
+        kind = kinds[0]
+        if state["kind"] not in (None, kind):
+            raise ConfigError(f"add_prompts: this video has {state['kind']} prompts already; use one kind per video")
+        value = prompts[kind].float()
+        if kind == "boxes":
+            value = torch.where(torch.isnan(value).any(-1, keepdim=True), value.new_tensor(ABSENT_BOX), value)
+        state["kind"], state["probs"] = kind, None
+        state["prompts"][int(frame_idx)] = value
+
+    def propagate(self, state: dict, reverse: bool = False):
+        """Yield ``(frame, {"probs": K×H×W})`` from the earliest prompted frame to the end (``reverse``: from the
+        frame before it down to 0). SAM2 runs once over the whole video with every prompt; both passes read it."""
+        if not state["prompts"]:
+            raise ConfigError(f"{type(self).__name__}.propagate: no prompts (call add_prompts first)")
+        if state["probs"] is None:
+            frames = sorted(state["prompts"])
+            value = torch.stack([state["prompts"][f] for f in frames])
+            with torch.no_grad():
+                logits, aux = self.sam2.segment(normalize(state["video"]), {state["kind"]: value}, frames)
+            given = dict(zip(frames, value)) if state["kind"] == "masks" else {}
+            state["probs"] = self._probs(logits, aux, given)
+        first = min(state["prompts"])
+        order = range(first - 1, -1, -1) if reverse else range(first, state["video"].shape[0])
+        for t in order:
+            yield t, {"probs": state["probs"][t]}
 
 
 @MODELS.register()

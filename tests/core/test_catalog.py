@@ -60,5 +60,5 @@ def test_import_touches_no_disk(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "ECHO_SYNTH_ROOT": str(tmp_path / "nothing_here"), "HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("ok 21")  # 7 splits (random_unlabeled included) × 3 CardiacUDC-layout families
+    assert out.stdout.startswith("ok 39")  # (7 splits + 6 site_adapt{1,2,4}_train/test) × 3 CardiacUDC-layout families
     assert not (tmp_path / "nothing_here").exists()

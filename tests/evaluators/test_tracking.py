@@ -263,7 +263,7 @@ def test_runs_next_to_video_seg_in_the_evaluation_loop():
     evs = [VideoSegEvaluator("toy", ONE, num_samples=1), TrackingEvaluator("toy", ONE, num_samples=1)]
     res = inference_on_dataset(PromptedOracle(), [batch], evs, torch.device("cpu"), OmegaConf.create(dict(
         enabled=False)))
-    assert res["num_scored_frames"] == 4 and res["num_tracking_scored_frames"] == 3  # no key clash
+    assert res["num_scored_frames"] == res["num_tracking_scored_frames"] == 3  # no key clash; both leave frame 0 out
     assert res["lost_LV"] == 1 / 3  # Dice 2·10/30 = 0.67, 2·10/40 = 0.5 (not below), 2·10/50 = 0.4
     assert res["area_consistency_LV"] == pytest.approx(10 / 30)  # |0 - 10| / mean(20, 30, 40) per pair
     assert res["area_jitter_LV"] == 0.0  # both areas linear over frames 1..3

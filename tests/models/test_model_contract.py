@@ -105,8 +105,9 @@ def test_registered_model_follows_the_protocol(name):
         assert out["boxes"].shape == (B, T, k, 4)
     if "scores" in out:
         assert out["scores"].shape == (B, T, k)
-    if model.has_video_api:
-        assert predict_with_video_api(model, batch)["probs"].shape == probs.shape
+    if model.has_video_api:  # prompted by the caller (every frame, a box per class)
+        prompted = {**batch, "prompts": _fields(k)["prompts"]}
+        assert predict_with_video_api(model, prompted)["probs"].shape == probs.shape
 
 
 def test_the_protocol_refuses_unknown_requirements_and_models_outside_it():

@@ -9,7 +9,12 @@ def test_cpu_tiny_is_a_video_predictor_of_1_35m_params_built_without_global_hydr
     from hydra.core.global_hydra import GlobalHydra
 
     model = build_sam2_video_model("cpu_tiny", image_size=64)
-    assert type(model).__name__ == "SAM2VideoPredictor" and not model.training
+    from sam2.sam2_video_predictor import SAM2VideoPredictor
+
+    from models.sam2.samurai import MotionAwareSAM2
+
+    assert type(model) is MotionAwareSAM2 and isinstance(model, SAM2VideoPredictor) and not model.training
+    assert model.motion is None and model.memory_selector is None  # the package's model unless given them
     assert count_parameters(model) == 1_347_458
     assert model.image_size == 64 and model.num_maskmem == 3 and len(model.memory_attention.layers) == 1
     assert model.fill_hole_area == 0  # no post-processing on CPU

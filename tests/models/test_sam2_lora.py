@@ -61,6 +61,6 @@ def test_adapters_saved_alone_reload_to_identical_predictions(tmp_path):
     ("conv_s0", ""),  # a Conv2d, not a Linear
 ])
 def test_a_target_matching_no_linear_layer_names_the_closest(target, closest):
-    with pytest.raises(ConfigError, match=r"matches no Linear layer of SAM2VideoPredictor; closest: ") as e:
+    with pytest.raises(ConfigError, match=r"matches no Linear layer of MotionAwareSAM2; closest: ") as e:
         add_lora(_tiny(), target)
     assert closest in str(e.value) and "\n" not in str(e.value)

@@ -277,3 +277,27 @@ def test_mixed_training_prompts_use_masks_and_boxes(monkeypatch):
     assert set(kinds) == {"mask", "box"}
     with pytest.raises(ConfigError, match="train_prompt"):
         _tracker("SAM2", train_prompt="points")
+
+
+def test_video_api_matches_predict_and_takes_boxes():
+    """init_video / add_prompts / propagate: the GT-mask prompt of predict's first annotated frame gives predict's
+    probabilities; boxes with a NaN row mark a class absent on that frame."""
+    from trainers.video_inference import _propagate_all
+
+    model = _tracker("SAMURAI").eval()
+    batch = _batch()
+    ref = model.predict(batch)["probs"][0]
+    state = model.init_video(batch["video"][0], batch["meta"][0])
+    model.add_prompts(state, 2, {"masks": batch["masks"][0, 2]})
+    assert torch.equal(_propagate_all(model, state, 8), ref)
+    assert [t for t, _ in model.propagate(state, reverse=True)] == [1, 0]
+    boxes = _boxes(batch["masks"][0, 2])
+    boxes[1] = float("nan")
+    state = model.init_video(batch["video"][0], {})
+    model.add_prompts(state, 2, {"boxes": boxes})
+    probs = _propagate_all(model, state, 8)
+    assert probs.shape == ref.shape and torch.isfinite(probs).all()
+    with pytest.raises(ConfigError, match="one kind per video"):
+        model.add_prompts(state, 5, {"masks": batch["masks"][0, 5]})
+    with pytest.raises(ConfigError, match="no prompts"):
+        list(model.propagate(model.init_video(batch["video"][0], {})))
