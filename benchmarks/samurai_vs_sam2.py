@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -140,6 +139,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="output/samurai_vs_sam2")
     ap.add_argument("--dropout", type=int, nargs="*", default=[0, 4, 8], help="blanked frames after the prompt")
     ap.add_argument("--dense_root", default=str(REPO / "datasets" / "echo_synth_dense"))
+    ap.add_argument("--sparse_root", default=str(REPO / "datasets" / "echo_synth"),
+                    help="the standard EchoSynth v2 (seed 0) folder, for the sparse rows")
     ap.add_argument("--no_dense", action="store_true")
     ap.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS), help="trackers to evaluate")
     ap.add_argument("--baseline", default=None, help="checkpoint of a per-frame model (e.g. the U-Net of "
@@ -149,7 +150,7 @@ def main(argv=None) -> int:
     import data_schedule  # noqa: F401
     import evaluators  # noqa: F401
     import models  # noqa: F401
-    from core.catalog import DatasetCatalog
+    from core.catalog import DatasetCatalog, DatasetRoots
     from core.logger import setup_logger
     from core.registry import MEMORY_SELECTORS, build
     from data_schedule.synthetic.echo_synth import generate_echo_synth
@@ -164,7 +165,7 @@ def main(argv=None) -> int:
     baseline = _load(Path(args.baseline), device)[0] if args.baseline else None
     model, cfg, ckpt = _load(ckpt_path, device)
     size = list(cfg.data.train_mapper.size)
-    protocols = [("sparse", SPARSE_SETS, None, 0)]
+    protocols = [("sparse", SPARSE_SETS, Path(args.sparse_root), 0)]
     if not args.no_dense:
         dense = Path(args.dense_root)
         if not (dense / "cardiacUDC_dataset").is_dir():
@@ -173,9 +174,8 @@ def main(argv=None) -> int:
 
     rows: dict[str, dict] = {}
     for proto, names, root, gap in protocols:
-        if root is not None:
-            os.environ["ECHO_SYNTH_ROOT"] = str(root)
-            DatasetCatalog.clear_cache()
+        DatasetRoots.set("echo_synth", str(root))  # whatever root the checkpoint was trained on
+        DatasetCatalog.clear_cache()
         pcfg = cfg.copy()
         pcfg.data.evaluate = _entries(names, size)
         for label in (["per-frame"] if baseline is not None and not gap else []) + args.rows:
