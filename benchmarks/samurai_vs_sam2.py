@@ -43,6 +43,7 @@ ROWS = {  # label -> (motion settings or None, memory selector or None)
     "SAM2": (None, None),
     "SAMURAI": ({"kf_score_weight": 0.15}, {"name": "samurai"}),
     "SAMURAI alpha 0.25": ({"kf_score_weight": 0.25}, {"name": "samurai"}),
+    "SAMURAI alpha 0.5": ({"kf_score_weight": 0.5}, {"name": "samurai"}),  # sensitivity, not a published value
     "motion only": ({"kf_score_weight": 0.15}, None),
     "memory only": (None, {"name": "samurai"}),
 }
@@ -190,15 +191,24 @@ def main(argv=None) -> int:
             res = evaluate_all(runner, pcfg, out / "eval" / f"{proto}_{label}".replace(" ", "_").replace(",", ""),
                                device)
             row = {**_pool(res), "eval_s": round(time.perf_counter() - t, 1)}
+            if label != "per-frame":  # how often each rule changed anything
+                mc, sel = model.sam2.motion_counts, model.sam2.model.memory_selector
+                row["motion_changed"] = mc["changed"] / mc["stable"] if motion and mc["stable"] else None
+                row["motion_stable_share"] = mc["stable"] / mc["frames"] if motion and mc["frames"] else None
+                sc = getattr(sel, "counts", None)
+                row["memory_differs"] = sc["differs"] / sc["choices"] if sc and sc["choices"] else None
+                row["memory_rejected"] = sc["rejected"] / sc["examined"] if sc and sc["examined"] else None
+                model.sam2.motion_counts = {"frames": 0, "stable": 0, "changed": 0}
             rows[f"{label} ({proto})"] = row
             print(f"{proto:14} {label:20} " + "  ".join(f"{k} {row[k]:.4f}" for k in METRICS if row[k] is not None),
                   flush=True)
     report = {"checkpoint": str(ckpt_path), "iteration": ckpt.get("iteration"), "rows": rows,
               "dense": DENSE, "sparse_sets": SPARSE_SETS}
     (out / "samurai_vs_sam2.json").write_text(json.dumps(report, indent=1) + "\n")
-    head = "| tracker (videos) | mDice | LV | LA | RA | RV | lost | area consistency | area jitter | frames |"
+    head = ("| tracker (videos) | mDice | LV | LA | RA | RV | lost | area consistency | area jitter | frames | "
+            "motion changed choice | memory differs | eval s |")
     lines = [f"SAM2 vs SAMURAI, `{ckpt_path}` (iteration {ckpt.get('iteration')}), GT-mask prompt on the first "
-             "annotated frame, the prompted frame not scored", "", head, "|" + "---|" * 10]
+             "annotated frame, the prompted frame not scored", "", head, "|" + "---|" * 13]
 
     def f(v):
         return "n/a" if v is None else f"{v:.3f}"
@@ -206,7 +216,11 @@ def main(argv=None) -> int:
     for k, r in rows.items():
         lines.append(f"| {k} | {f(r['mDice'])} | {f(r['Dice_LV'])} | {f(r['Dice_LA'])} | {f(r['Dice_RA'])} | "
                      f"{f(r['Dice_RV'])} | {f(r['mLost'])} | {f(r['mAreaConsistency'])} | {f(r['mAreaJitter'])} | "
-                     f"{r['scored_frames']} |")
+                     f"{r['scored_frames']} | {f(r.get('motion_changed'))} | {f(r.get('memory_differs'))} | "
+                     f"{r['eval_s']} |")
+    lines += ["", "*motion changed choice*: share of the object-frames with a stable Kalman track where the motion "
+              "term picked another candidate than SAM2's predicted IoU; *memory differs*: share of memory choices "
+              "that differ from SAM2's nearest frames."]
     (out / "samurai_vs_sam2.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

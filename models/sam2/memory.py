@@ -68,6 +68,8 @@ class samurai(MemorySelector):
         self.iou_threshold, self.obj_score_threshold = float(iou_threshold), float(obj_score_threshold)
         self.kf_score_threshold, self.max_look_back = float(kf_score_threshold), max_look_back
         self.keep_previous = bool(keep_previous)
+        #: object-frames examined / failing the tests, and choices that differ from SAM2's nearest frames
+        self.counts = {"examined": 0, "rejected": 0, "choices": 0, "differs": 0}
 
     def valid(self, out: dict, k: int) -> bool:
         """Whether object ``k`` of a tracked frame passes the three tests (a NaN motion score passes)."""
@@ -81,9 +83,13 @@ class samurai(MemorySelector):
         chosen = []
         for k in range(num_objects):
             keep = [f for f, out in window if self.valid(out, k)]
+            self.counts["examined"] += len(window)
+            self.counts["rejected"] += len(window) - len(keep)
             if self.max_look_back is None:
                 keep = keep[:15]
             if self.keep_previous and window and window[0][0] not in keep:
                 keep = [window[0][0]] + keep  # the previous frame always (SAMURAI appends it last = nearest)
             chosen.append(keep[:num_slots])
+            self.counts["choices"] += 1
+            self.counts["differs"] += int(chosen[-1] != [f for f, _ in history[:num_slots]])
         return chosen

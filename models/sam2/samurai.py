@@ -72,6 +72,8 @@ class SamuraiMotion:
         self.tracks = [BoxTrack(BoxKalmanFilter(std_weight_position, std_weight_velocity)) for _ in range(num_objects)]
         self.stable = [0] * num_objects
         self.num_objects = num_objects
+        #: object-frames seen, scored with a stable track, and where the motion term changed SAM2's choice
+        self.counts = {"frames": 0, "stable": 0, "changed": 0}
 
     def reset(self) -> None:
         for tr in self.tracks:
@@ -87,6 +89,7 @@ class SamuraiMotion:
         pred = ious.detach().double().cpu()
         scores = ious.detach().clone()
         kf_score = torch.full((k,), math.nan, dtype=ious.dtype, device=ious.device)
+        self.counts["frames"] += k
         for i in range(k):
             tr = self.tracks[i]
             if not tr.initialized or self.stable[i] == 0:
@@ -106,6 +109,8 @@ class SamuraiMotion:
                 kf_iou = torch.as_tensor(box_iou(tr.predicted_box(), boxes[i]), dtype=torch.float64)
                 weighted = self.alpha * kf_iou + (1 - self.alpha) * pred[i]
                 best = int(weighted.argmax())
+                self.counts["stable"] += 1
+                self.counts["changed"] += int(best != int(ious[i].argmax()))
                 scores[i] = weighted.to(scores.dtype).to(scores.device)
                 kf_score[i] = float(kf_iou[best])
                 if pred[i, best] < self.stable_iou:

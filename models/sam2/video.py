@@ -87,6 +87,8 @@ class SAM2VideoAdapter(nn.Module):
         self.model = model
         self.frame_batch = frame_batch
         self.motion = dict(motion) if motion is not None else None
+        #: SamuraiMotion's counts summed over every pass since the last reset (frames, stable, changed)
+        self.motion_counts = {"frames": 0, "stable": 0, "changed": 0}
         if self.motion is not None and not hasattr(model, "motion"):
             raise PromptError(f"motion needs a MotionAwareSAM2 (build_sam2_video_model), got {type(model).__name__}")
 
@@ -228,6 +230,8 @@ class SAM2VideoAdapter(nn.Module):
                     keep(i, sam_outputs)
             finally:
                 if self.motion is not None:
+                    for key, v in self.model.motion.counts.items():
+                        self.motion_counts[key] = self.motion_counts.get(key, 0) + v
                     self.model.motion = None
         logits = torch.stack([results[i][0] for i in range(t)])
         prompted = torch.zeros(t, dtype=torch.bool, device=device)

@@ -301,3 +301,15 @@ def test_video_api_matches_predict_and_takes_boxes():
         model.add_prompts(state, 5, {"masks": batch["masks"][0, 5]})
     with pytest.raises(ConfigError, match="no prompts"):
         list(model.propagate(model.init_video(batch["video"][0], {})))
+
+
+def test_the_rules_count_what_they_change():
+    motion = SamuraiMotion(1, kf_score_weight=0.25, stable_frames=3)
+    for t in range(4):
+        motion.choose(_candidates([(20 + 2 * t, 30), (50, 50)]), torch.tensor([[0.9, 0.2]]))
+    motion.choose(_candidates([(28, 30), (50, 50)]), torch.tensor([[0.55, 0.60]]))
+    assert motion.counts == {"frames": 5, "stable": 2, "changed": 1}
+    sel = build(MEMORY_SELECTORS, dict(name="samurai"))
+    history = [(9, _out([0.9], [1.0])), (8, _out([0.4], [1.0])), (7, _out([0.9], [1.0]))]
+    assert sel.select(10, history, 1, 2) == [[9, 7]]
+    assert sel.counts == {"examined": 3, "rejected": 1, "choices": 1, "differs": 1}
