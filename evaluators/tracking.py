@@ -30,8 +30,8 @@ NaN-aware mean over videos (every video weighs the same, whatever its number of 
 video is NaN and left out). Also reported: ``num_tracking_videos`` (distinct samples) and
 ``num_tracking_scored_frames`` (kept scored frames over all videos). The counts are not called ``num_videos`` /
 ``num_scored_frames`` because ``VideoSegEvaluator`` reports those, ``trainers.evaluation.inference_on_dataset``
-refuses two evaluators reporting one key (as ``EFEvaluator`` reports ``num_ef_videos``). A video whose frames the model all leaves out
-is kept, with NaN metrics and 0 frames.
+refuses two evaluators reporting one key (as ``EFEvaluator`` reports ``num_ef_videos``). A video whose frames
+the model all leaves out is kept, with NaN metrics and 0 frames.
 
 With ``output_dir`` the main process writes ``tracking.json`` (the results, NaN as ``null``, plus
 ``class_names`` and ``lost_threshold``) and ``tracking_per_video.csv`` (one row per video: ``sample_id``,

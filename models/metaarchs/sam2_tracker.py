@@ -16,8 +16,9 @@ every scored frame is a tracked one. ``probs`` B×T×K×H×W: per-object sigmoid
 is < 0, divided by their sum where it exceeds 1. A class absent on the prompt frame gets an empty mask prompt.
 The stateful video API (``init_video`` / ``add_prompts`` / ``propagate``, ``models/base.py``) takes prompts from
 the caller instead (masks or boxes on any frames), for interactive use and tools; the evaluation uses it only for
-batches that carry ``prompts``. Use it with the whole-video protocol (``evaluate=[dict(..., per_video=True, mapper=dict(name=
-"VideoEvalMapper"))]``): an 11-frame test clip has a single annotated frame, the one that would be prompted.
+batches that carry ``prompts``. Use it with the whole-video protocol
+(``evaluate=[dict(..., per_video=True, mapper=dict(name="VideoEvalMapper"))]``): an 11-frame test clip has a
+single annotated frame, the one that would be prompted.
 
 Training (``forward``, SAM2 itself; the motion model and the memory selector are inference rules, so SAM2 and
 SAMURAI train identically): per clip, one annotated frame (chosen at random) is prompted by the training prompt
@@ -220,8 +221,8 @@ class SAM2(MetaArch):
         kinds = [k for k in ("masks", "boxes") if k in prompts]
         unknown = sorted(set(prompts) - {"masks", "boxes"})
         if len(kinds) != 1 or unknown:
-            raise ConfigError(f"add_prompts: {type(self).__name__} takes 'masks' (K×H×W) or 'boxes' (K×4) on a frame, "
-                              f"got {sorted(prompts)}")
+            raise ConfigError(f"add_prompts: {type(self).__name__} takes 'masks' (K×H×W) or 'boxes' (K×4) on a "
+                              f"frame, got {sorted(prompts)}")
         kind = kinds[0]
         if state["kind"] not in (None, kind):
             raise ConfigError(f"add_prompts: this video has {state['kind']} prompts already; use one kind per video")
