@@ -10,16 +10,16 @@ package's, so any SAM2 checkpoint loads).
 Motion-aware mask choice (``SamuraiMotion``, one Kalman track per object and per pass, ``models/sam2/kalman.py``):
 on every tracked frame SAM2 proposes M = 3 masks with predicted IoUs. Until a track has ``stable_frames`` (15)
 stable frames, the mask with the highest predicted IoU is taken; its box updates the Kalman filter when its
-predicted IoU exceeds ``stable_iou`` (0.3), otherwise the stable count resets (and the next frame
-re-initialises the track). Once stable, the mask maximising ``α·IoU(Kalman box, mask box) + (1 − α)·predicted
-IoU`` is taken (α = ``kf_score_weight``: 0.15 in SAMURAI's code and its ``l`` config, 0.25 in its t/s/b+
-configs), the filter is updated with its box, and a predicted IoU below ``stable_iou`` resets the count. Boxes are
-those of the candidate masks' logits > 0 at ``image_size``. The motion score of the chosen mask (``kf_score``,
-NaN before the track is stable) and its predicted IoU (``best_iou``) are stored with the frame for the memory
-selector. Where SAMURAI keeps one filter on the model for batch item 0 and never resets it (one object, one
-video, forward only), here every object has its own track, reset at every new pass: ``SAM2VideoAdapter``
-starts a fresh set for the forward pass from the prompt and another for the backward pass, so the constant
-velocity model runs in the direction of tracking.
+predicted IoU exceeds ``stable_iou`` (0.3), otherwise the stable count resets (and the next frame re-initialises the
+track; an empty mask, an object lost, neither starts nor updates a track). Once stable, the mask maximising
+``α·IoU(Kalman box, mask box) + (1 − α)·predicted IoU`` is taken (α = ``kf_score_weight``: 0.15 in SAMURAI's code
+and its ``l`` config, 0.25 in its t/s/b+ configs), the filter is updated with its box, and a predicted IoU below
+``stable_iou`` resets the count. Boxes are those of the candidate masks' logits > 0 at ``image_size``. The motion
+score of the chosen mask (``kf_score``, NaN before the track is stable) and its predicted IoU (``best_iou``) are
+stored with the frame for the memory selector. Where SAMURAI keeps one filter on the model for batch item 0 and
+never resets it (one object, one video, forward only), here every object has its own track, reset at every new pass:
+``SAM2VideoAdapter`` starts a fresh set for the forward pass from the prompt and another for the backward pass, so
+the constant velocity model runs in the direction of tracking.
 
 Why a forward hook on the mask decoder instead of re-implementing ``_forward_sam_heads``: SAM2's method picks
 the mask (and the object pointer's token) by ``argmax`` of the decoder's IoU output; the hook hands it the
@@ -94,12 +94,13 @@ class SamuraiMotion:
             tr = self.tracks[i]
             if not tr.initialized or self.stable[i] == 0:
                 best = int(ious[i].argmax())  # the argmax SAM2 itself takes on these scores
-                tr.initiate(boxes[i, best])
-                self.stable[i] += 1
+                if _has_area(boxes[i, best]):  # an empty mask (object lost) starts no track: try the next frame
+                    tr.initiate(boxes[i, best])
+                    self.stable[i] += 1
             elif self.stable[i] < self.stable_needed:
                 tr.predict()
                 best = int(ious[i].argmax())
-                if pred[i, best] > self.stable_iou:
+                if pred[i, best] > self.stable_iou and _has_area(boxes[i, best]):
                     tr.update(boxes[i, best])
                     self.stable[i] += 1
                 else:
@@ -113,11 +114,17 @@ class SamuraiMotion:
                 self.counts["changed"] += int(best != int(ious[i].argmax()))
                 scores[i] = weighted.to(scores.dtype).to(scores.device)
                 kf_score[i] = float(kf_iou[best])
-                if pred[i, best] < self.stable_iou:
+                if pred[i, best] < self.stable_iou or not _has_area(boxes[i, best]):
                     self.stable[i] = 0
                 else:
                     tr.update(boxes[i, best])
         return scores, kf_score
+
+
+def _has_area(box) -> bool:
+    """A box the Kalman filter can start from or be updated with: positive width and height (SAMURAI initialises
+    from a (0, 0, 0, 0) box when the mask is empty, whose zero covariance makes the next update singular)."""
+    return bool(box[2] > box[0] and box[3] > box[1])
 
 
 class MotionAwareSAM2(SAM2VideoPredictor):

@@ -313,3 +313,15 @@ def test_the_rules_count_what_they_change():
     history = [(9, _out([0.9], [1.0])), (8, _out([0.4], [1.0])), (7, _out([0.9], [1.0]))]
     assert sel.select(10, history, 1, 2) == [[9, 7]]
     assert sel.counts == {"examined": 3, "rejected": 1, "choices": 1, "differs": 1}
+
+
+def test_an_empty_mask_starts_no_track_and_resets_a_stable_one():
+    motion = SamuraiMotion(1, stable_frames=2)
+    empty = torch.full((1, 2, S, S), -5.0)
+    motion.choose(empty, torch.tensor([[0.9, 0.1]]))  # object lost on the first tracked frame
+    assert motion.stable == [0] and not motion.tracks[0].initialized
+    for t in range(3):
+        motion.choose(_candidates([(20 + t, 30), (50, 50)]), torch.tensor([[0.9, 0.2]]))
+    assert motion.stable == [2]
+    scores, kf = motion.choose(empty, torch.tensor([[0.9, 0.1]]))  # lost again while stable: count reset
+    assert motion.stable == [0] and kf[0] == 0
