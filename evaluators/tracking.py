@@ -52,7 +52,8 @@ from core import comm
 from core.errors import ConfigError
 from core.registry import EVALUATORS
 from evaluators.metrics import dice_iou, probs_to_labels, seg_stats
-from evaluators.video_seg import _atomic_write_text, _nanmean, _to_csv, _unique_by_id
+from evaluators.video_seg import (_atomic_write_text, _nanmean, _to_csv, _unique_by_id, check_sample_count,
+                                  checked_probs, scored_frames)
 
 logger = logging.getLogger(__name__)
 
@@ -142,61 +143,26 @@ class TrackingEvaluator:
         """batch: ``scored`` B×T, ``has_ann`` B×T (optional), ``meta`` (B dicts), ``gt_full`` (per sample S×H0×W0
         labels 0..K of its S scored frames, in frame order); outputs: ``probs`` B×T×K×H×W and optionally
         ``scored`` B×T (bool, or 0/1 after the evaluation loop's ``.float()``), the frames to keep."""
-        probs = outputs["probs"]
-        num_classes = len(self.class_names)
-        if probs.dim() != 5 or probs.shape[2] != num_classes:
-            raise ValueError(f"{self.dataset_name}: probs must be B×T×{num_classes}×H×W, got {tuple(probs.shape)}")
-        scored_all = torch.as_tensor(batch["scored"]).bool()
-        keep_all = outputs.get("scored")
-        if keep_all is not None:
-            keep_all = torch.as_tensor(keep_all).bool()
-            if tuple(keep_all.shape) != tuple(scored_all.shape):
-                raise ValueError(f"{self.dataset_name}: outputs['scored'] must be B×T like batch['scored'] "
-                                 f"{tuple(scored_all.shape)}, got {tuple(keep_all.shape)}")
+        probs = checked_probs(outputs, len(self.class_names), self.dataset_name)
+        num_classes = probs.shape[2]
         for b, meta in enumerate(batch["meta"]):
             sid = int(meta["sample_id"])
-            ts = [int(t) for t in scored_all[b].nonzero().flatten()]
-            if not ts:
-                raise ValueError(f"{self.dataset_name}: sample {sid} has no scored frame (scored is all False)")
-            if "has_ann" in batch and not bool(batch["has_ann"][b, ts].all()):
-                raise ValueError(f"{self.dataset_name}: sample {sid} scores clip frames {ts}, some of which have "
-                                 "no annotation (has_ann is False)")
-            gts = torch.as_tensor(batch["gt_full"][b])
-            if gts.dim() != 3 or len(gts) != len(ts):
-                raise ValueError(f"{self.dataset_name}: sample {sid}: gt_full must be S×H0×W0 with S = {len(ts)} "
-                                 f"scored frames, got {tuple(gts.shape)}")
-            rows = list(range(len(ts)))  # rows of gt_full kept
-            if keep_all is not None:
-                keep = keep_all[b].to(scored_all.device)
-                extra = [int(t) for t in (keep & ~scored_all[b]).nonzero().flatten()]
-                if extra:
-                    raise ValueError(f"{self.dataset_name}: sample {sid}: outputs['scored'] marks clip frames "
-                                     f"{extra} that batch['scored'] does not score (scored frames: {ts}); a model "
-                                     "may only leave scored frames out")
-                rows = [i for i, t in enumerate(ts) if bool(keep[t])]
+            ts, gts = scored_frames(batch, outputs, b, self.dataset_name, allow_none_kept=True)
             stats = []
-            for i in rows:
-                gt = gts[i]
-                p = probs[b, ts[i]].float()  # K×H×W
+            for t, gt in zip(ts, gts):
+                p = probs[b, t].float()  # K×H×W
                 if tuple(p.shape[-2:]) != tuple(gt.shape):
                     p = F.interpolate(p[None], size=tuple(gt.shape), mode="bilinear", align_corners=False)[0]
                 stats.append(seg_stats(probs_to_labels(p), gt, num_classes))
             inter, pred_area, gt_area = (np.stack([s[j] for s in stats]) if stats else
                                          np.zeros((0, num_classes), dtype=np.int64) for j in range(3))
             self._records.append(dict(sample_id=sid, video_id=str(meta["video_id"]), site=str(meta.get("site", "")),
-                                      ts=[ts[i] for i in rows], inter=inter, pred_area=pred_area, gt_area=gt_area))
+                                      ts=ts, inter=inter, pred_area=pred_area, gt_area=gt_area))
 
     def evaluate(self) -> dict[str, float | int]:
         """Gather from all ranks, reduce, write files on the main process; returns ``{metric: float | int}``."""
         records = _unique_by_id(r for part in comm.all_gather_object(self._records) for r in part)
-        n = len(records)
-        if n == 0:
-            raise RuntimeError(f"{self.dataset_name}: no samples were processed; nothing to evaluate")
-        if self.num_samples is not None and n != self.num_samples:
-            diff = self.num_samples - n
-            what = f"{diff} missing" if diff > 0 else f"{-diff} more than expected"
-            raise RuntimeError(f"{self.dataset_name}: evaluated {n} distinct samples but the dataset has "
-                               f"{self.num_samples} ({what}); refusing to report partial metrics")
+        check_sample_count(self.dataset_name, len(records), self.num_samples)
         if all(len(r["ts"]) < 2 for r in records):
             logger.warning(f"{self.dataset_name}: no video has two scored frames; area consistency and jitter need "
                            "the whole-video protocol (per_video=True in the data.evaluate entry)")

@@ -50,20 +50,60 @@ def _nanmean(x: np.ndarray, axis: int | None = None) -> np.ndarray | float:
         return np.nanmean(x, axis=axis)
 
 
-def model_scored(outputs: dict, b: int, ts: list[int], gts: torch.Tensor, where: str) -> tuple[list[int], torch.Tensor]:
-    """The scored frames ``ts`` (and their ``gt_full`` rows) of batch item ``b`` less those the model leaves out:
-    ``outputs["scored"]`` (B×T, optional) marks the frames it wants scored, a subset of the batch's (a tracker
-    leaves out the frame it was prompted on with the ground-truth mask)."""
-    if "scored" not in outputs:
+def checked_probs(outputs: dict, num_classes: int, dataset_name: str) -> torch.Tensor:
+    """``outputs["probs"]``, refused unless B×T×K×H×W with K = ``num_classes``."""
+    probs = outputs["probs"]
+    if probs.dim() != 5 or probs.shape[2] != num_classes:
+        raise ValueError(f"{dataset_name}: probs must be B×T×{num_classes}×H×W, got {tuple(probs.shape)}")
+    return probs
+
+
+def check_sample_count(dataset_name: str, n: int, expected: int | None) -> None:
+    """Refuse to report metrics of no sample, or of another number of distinct samples than the dataset has."""
+    if n == 0:
+        raise RuntimeError(f"{dataset_name}: no samples were processed; nothing to evaluate")
+    if expected is not None and n != expected:
+        diff = expected - n
+        what = f"{diff} missing" if diff > 0 else f"{-diff} more than expected"
+        raise RuntimeError(f"{dataset_name}: evaluated {n} distinct samples but the dataset has {expected} "
+                           f"({what}); refusing to report partial metrics")
+
+
+def scored_frames(batch: dict, outputs: dict, b: int, dataset_name: str,
+                  allow_none_kept: bool = False) -> tuple[list[int], torch.Tensor]:
+    """The scored clip positions of batch item ``b`` and their ``gt_full`` rows (S×H0×W0), checked against
+    ``scored`` / ``has_ann`` / ``gt_full``, less the frames the model leaves out: ``outputs["scored"]`` (B×T,
+    optional; bool, or 0/1 after the evaluation loop's ``.float()``) marks the frames it wants scored, a subset of
+    the batch's (a tracker leaves out the frame it was prompted on with the ground-truth mask). ``allow_none_kept``:
+    a sample whose frames the model all leaves out is returned empty instead of refused."""
+    sid = int(batch["meta"][b]["sample_id"])
+    where = f"{dataset_name}: sample {sid}"
+    scored = torch.as_tensor(batch["scored"]).bool()
+    ts = [int(t) for t in scored[b].nonzero().flatten()]
+    if not ts:
+        raise ValueError(f"{dataset_name}: sample {sid} has no scored frame (scored is all False)")
+    if "has_ann" in batch and not bool(batch["has_ann"][b, ts].all()):
+        raise ValueError(f"{dataset_name}: sample {sid} scores clip frames {ts}, some of which have "
+                         "no annotation (has_ann is False)")
+    gts = torch.as_tensor(batch["gt_full"][b])
+    if gts.dim() != 3 or len(gts) != len(ts):
+        raise ValueError(f"{where}: gt_full must be S×H0×W0 with S = {len(ts)} scored frames, got "
+                         f"{tuple(gts.shape)}")
+    if outputs.get("scored") is None:
         return ts, gts
-    mine = torch.as_tensor(outputs["scored"][b]).bool()
-    extra = sorted(set(mine.nonzero().flatten().tolist()) - set(ts))
+    keep_all = torch.as_tensor(outputs["scored"]).bool()
+    if tuple(keep_all.shape) != tuple(scored.shape):
+        raise ValueError(f"{dataset_name}: outputs['scored'] must be B×T like batch['scored'] "
+                         f"{tuple(scored.shape)}, got {tuple(keep_all.shape)}")
+    keep = keep_all[b].to(scored.device)
+    extra = [int(t) for t in (keep & ~scored[b]).nonzero().flatten()]
     if extra:
-        raise ValueError(f"{where}: the model's outputs['scored'] adds frames {extra} the batch does not score")
-    keep = [j for j, t in enumerate(ts) if bool(mine[t])]
-    if not keep:
+        raise ValueError(f"{where}: outputs['scored'] marks clip frames {extra} that batch['scored'] does not "
+                         f"score (scored frames: {ts}); a model may only leave scored frames out")
+    rows = [i for i, t in enumerate(ts) if bool(keep[t])]
+    if not rows and not allow_none_kept:
         raise ValueError(f"{where}: the model's outputs['scored'] leaves no frame to score")
-    return [ts[j] for j in keep], gts[keep]
+    return [ts[i] for i in rows], gts[rows]
 
 
 @EVALUATORS.register()
@@ -109,23 +149,11 @@ class VideoSegEvaluator:
         """batch (``core.structures.Batch``): ``video`` B×T×3×H×W, ``scored`` B×T, ``has_ann`` B×T, ``frame_idx``
         B×T, ``meta`` (B dicts), ``gt_full`` (per sample S×H0×W0 labels 0..K of its S scored frames, in clip order);
         outputs: ``probs`` B×T×K×H×W (per-class probabilities, background excluded)."""
-        probs = outputs["probs"]
-        num_classes = len(self.class_names)
-        if probs.dim() != 5 or probs.shape[2] != num_classes:
-            raise ValueError(f"{self.dataset_name}: probs must be B×T×{num_classes}×H×W, got {tuple(probs.shape)}")
+        probs = checked_probs(outputs, len(self.class_names), self.dataset_name)
+        num_classes = probs.shape[2]
         for b, meta in enumerate(batch["meta"]):
             sid = int(meta["sample_id"])
-            ts = [int(t) for t in torch.as_tensor(batch["scored"][b]).nonzero().flatten()]
-            if not ts:
-                raise ValueError(f"{self.dataset_name}: sample {sid} has no scored frame (scored is all False)")
-            if "has_ann" in batch and not bool(batch["has_ann"][b, ts].all()):
-                raise ValueError(f"{self.dataset_name}: sample {sid} scores clip frames {ts}, some of which have "
-                                 "no annotation (has_ann is False)")
-            gts = torch.as_tensor(batch["gt_full"][b])
-            if gts.dim() != 3 or len(gts) != len(ts):
-                raise ValueError(f"{self.dataset_name}: sample {sid}: gt_full must be S×H0×W0 with S = {len(ts)} "
-                                 f"scored frames, got {tuple(gts.shape)}")
-            ts, gts = model_scored(outputs, b, ts, gts, f"{self.dataset_name}: sample {sid}")
+            ts, gts = scored_frames(batch, outputs, b, self.dataset_name)
             frame_idx = batch["frame_idx"][b].tolist() if "frame_idx" in batch else None
             for t, gt in zip(ts, gts):
                 p = probs[b, t].float()  # K×H×W
@@ -153,14 +181,7 @@ class VideoSegEvaluator:
         gathered = comm.all_gather_object((self._records, self._vis))
         records = _unique_by_id((r for recs, _ in gathered for r in recs), key=("sample_id", "t"))
         vis = _unique_by_id(v for _, vs in gathered for v in vs)
-        n = len({r["sample_id"] for r in records})
-        if n == 0:
-            raise RuntimeError(f"{self.dataset_name}: no samples were processed; nothing to evaluate")
-        if self.num_samples is not None and n != self.num_samples:
-            diff = self.num_samples - n
-            what = f"{diff} missing" if diff > 0 else f"{-diff} more than expected"
-            raise RuntimeError(f"{self.dataset_name}: evaluated {n} distinct samples but the dataset has "
-                               f"{self.num_samples} ({what}); refusing to report partial metrics")
+        check_sample_count(self.dataset_name, len({r["sample_id"] for r in records}), self.num_samples)
         results, per_sample, per_video = self._reduce(records)
         self.results = results
         if self.output_dir is not None and comm.is_main_process():

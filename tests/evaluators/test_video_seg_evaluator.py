@@ -277,7 +277,7 @@ def test_the_model_may_leave_scored_frames_out():
     keep = torch.tensor([[False, True, True]])
     res = run(ev, (batch, {**outputs, "scored": keep.float()}))  # the evaluation loop hands outputs as float
     assert res["mDice"] == 1.0 and res["num_scored_frames"] == 2
-    with pytest.raises(ValueError, match=r"adds frames \[1\]"):
+    with pytest.raises(ValueError, match=r"marks clip frames \[1\]"):
         b2 = dict(batch, scored=torch.tensor([[True, False, True]]))
         b2["gt_full"] = [torch.stack([GT0, GT1]).long()]
         run(ev, (b2, {**outputs, "scored": keep}))
