@@ -33,10 +33,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from sam2.sam2_video_predictor import SAM2VideoPredictor
-
 from core.errors import ConfigError
+from models.sam2.build import import_sam2
 from models.sam2.kalman import BoxKalmanFilter, BoxTrack, box_iou
+
+import_sam2()  # imports the package without leaving its global Hydra initialisation behind (see build.py)
+from sam2.sam2_video_predictor import SAM2VideoPredictor  # noqa: E402
 
 
 def mask_boxes(logits: torch.Tensor) -> torch.Tensor:

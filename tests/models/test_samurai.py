@@ -325,3 +325,15 @@ def test_an_empty_mask_starts_no_track_and_resets_a_stable_one():
     assert motion.stable == [2]
     scores, kf = motion.choose(empty, torch.tensor([[0.9, 0.1]]))  # lost again while stable: count reset
     assert motion.stable == [0] and kf[0] == 0
+
+
+def test_importing_the_samurai_module_leaves_no_global_hydra():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import models.sam2.samurai\nfrom hydra.core.global_hydra import GlobalHydra\n"
+            "print(GlobalHydra.instance().is_initialized())")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-500:]
