@@ -236,7 +236,9 @@ class MotionAwareSAM2(SAM2VideoPredictor):
                      num_frames: int) -> dict:
         """``output_dict`` restricted to objects ``objs``, where the slots SAM2 reads for frame t∓r (r = 1 ..
         num_maskmem − 1) hold the memory of ``frames[r − 1]`` (or nothing), every frame keeping its own object
-        pointer (SAM2 reads those from the same dict, up to ``max_obj_ptrs_in_encoder`` frames back)."""
+        pointer (SAM2 reads those from the same dict, up to ``max_obj_ptrs_in_encoder`` frames back). The history
+        a selector chooses from ends at the nearest prompt, so with prompts on several frames fewer memories may
+        be chosen than SAM2's slots hold (SAM2 reads across a prompt, a selector does not)."""
         def part(out: dict, mem_from: dict | None = None) -> dict:
             src = out if mem_from is None else mem_from
             feats = src["maskmem_features"][objs]
