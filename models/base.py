@@ -127,6 +127,13 @@ class MetaArch(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} has no stateful video API")
 
 
+def check_choice(key: str, value: Any, allowed: tuple) -> Any:
+    """``value`` of config key ``model.<key>`` if it is one of ``allowed``, else a one-line ConfigError listing them."""
+    if value not in allowed:
+        raise ConfigError(f"model.{key} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
 def check_batch(model: MetaArch, batch: Mapping, training: bool) -> None:
     """Refuse a batch without a field the model ``requires`` (in training: all of them; in evaluation:
     ``support`` and ``prompts``), naming the fields and where they come from."""

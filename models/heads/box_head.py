@@ -25,6 +25,9 @@ from models.backbones.timm_backbone import TimmBackbone
 from models.layers import FFN, MLP, PostNormAttention, group_norm, sine_pos_2d
 
 
+ABSENT_BOX = (0.0, 0.0, 1.0, 1.0)  # a one-pixel box stands in for a class absent on a box-prompted frame
+
+
 def boxes_from_masks(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``masks`` (..., H, W) bool -> (boxes (..., 4) xyxy float in pixels with x1, y1 one past the last pixel,
     present (...) bool). Absent masks get a zero box."""

@@ -36,8 +36,8 @@ import torch
 
 from core.errors import CheckpointError, ConfigError
 from core.registry import MODELS
-from models.base import MetaArch
-from models.heads.box_head import VideoBoxHead, boxes_from_masks, jitter_boxes
+from models.base import MetaArch, check_choice
+from models.heads.box_head import ABSENT_BOX, VideoBoxHead, boxes_from_masks, jitter_boxes
 from models.sam2.build import build_sam2_video_model
 from models.sam2.lora import add_lora
 from models.sam2.loss import SAM2Loss
@@ -47,13 +47,7 @@ BOX_MODES = ("predicted", "gt")
 PROMPT_MODES = ("all", "reference", "every")
 STAGES = ("joint", "box_head", "sam2")
 SAM2_TRAIN = ("full", "frozen", "lora")
-ABSENT_BOX = (0.0, 0.0, 1.0, 1.0)  # a one-pixel box stands in for a class absent on a prompted frame
 
-
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ConfigError(f"model.{key} must be one of {', '.join(allowed)}; got {value!r}")
-    return value
 
 
 @MODELS.register()
@@ -66,10 +60,10 @@ class BoxSAM2(MetaArch):
                  init_from: str | None = None):
         super().__init__()
         self.num_classes = num_classes
-        self.boxes = _choice("boxes", boxes, BOX_MODES)
-        self.prompt_frames = _choice("prompt_frames", prompt_frames, PROMPT_MODES)
-        self.stage = _choice("stage", stage, STAGES)
-        self.sam2_train = _choice("sam2_train", sam2_train, SAM2_TRAIN)
+        self.boxes = check_choice("boxes", boxes, BOX_MODES)
+        self.prompt_frames = check_choice("prompt_frames", prompt_frames, PROMPT_MODES)
+        self.stage = check_choice("stage", stage, STAGES)
+        self.sam2_train = check_choice("sam2_train", sam2_train, SAM2_TRAIN)
         if prompt_every < 1:
             raise ConfigError(f"model.prompt_every must be >= 1, got {prompt_every}")
         self.prompt_every, self.box_jitter_px = int(prompt_every), float(box_jitter_px)

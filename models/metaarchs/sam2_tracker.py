@@ -37,8 +37,8 @@ import torch
 
 from core.errors import ConfigError
 from core.registry import MEMORY_SELECTORS, MODELS, build
-from models.base import MetaArch
-from models.heads.box_head import boxes_from_masks, jitter_boxes
+from models.base import MetaArch, check_choice
+from models.heads.box_head import ABSENT_BOX, boxes_from_masks, jitter_boxes
 from models.sam2 import memory  # noqa: F401  (registers the memory selectors)
 from models.sam2.build import build_sam2_video_model
 from models.sam2.lora import SAMURAI_LORA, add_lora
@@ -49,15 +49,9 @@ PROMPTS = ("mask", "box")
 TRAIN_PROMPTS = ("mask", "box", "mixed")
 PROMPT_FRAMES = ("first", "ed", "middle")
 SAM2_TRAIN = ("full", "frozen", "lora", "decoder")
-ABSENT_BOX = (0.0, 0.0, 1.0, 1.0)
 ENCODER_PREFIXES = ("image_encoder.",)
 SAMURAI_MOTION = {"kf_score_weight": 0.15, "stable_frames": 15, "stable_iou": 0.3}
 
-
-def _choice(key: str, value, allowed: tuple) -> str:
-    if value not in allowed:
-        raise ConfigError(f"model.{key} must be one of {', '.join(allowed)}; got {value!r}")
-    return value
 
 
 @MODELS.register()
@@ -75,14 +69,14 @@ class SAM2(MetaArch):
                  memory_selector: dict | None | str = "default", frame_batch: int = 8):
         super().__init__()
         self.num_classes = int(num_classes)
-        self.prompt = _choice("prompt", prompt, PROMPTS)
-        self.train_prompt = _choice("train_prompt", train_prompt, TRAIN_PROMPTS)
+        self.prompt = check_choice("prompt", prompt, PROMPTS)
+        self.train_prompt = check_choice("train_prompt", train_prompt, TRAIN_PROMPTS)
         if isinstance(prompt_frame, bool) or not (isinstance(prompt_frame, int) or prompt_frame in PROMPT_FRAMES):
             raise ConfigError(f"model.prompt_frame must be one of {', '.join(PROMPT_FRAMES)} or an integer (the k-th "
                               f"annotated frame); got {prompt_frame!r}")
         self.prompt_frame = prompt_frame
         self.box_jitter_px, self.train_box_jitter_px = float(box_jitter_px), float(train_box_jitter_px)
-        self.sam2_train = _choice("sam2_train", sam2_train, SAM2_TRAIN)
+        self.sam2_train = check_choice("sam2_train", sam2_train, SAM2_TRAIN)
         motion = self.default_motion if motion == "default" else motion
         selector = self.default_selector if memory_selector == "default" else memory_selector
         net = build_sam2_video_model(**{"config": "cpu_tiny", "image_size": 128, **(sam2 or {})})
