@@ -132,8 +132,7 @@ class BoxSAM2(MetaArch):
             for k, v in self.sam2_criterion(aux, gt).items():
                 total[k] = total.get(k, 0) + v / b  # each clip weighs 1/B, as the other models' losses
         if not total:  # no annotated frame in the batch: zero losses that still reach every SAM2 parameter
-            zero = sum((p.sum() * 0 for p in self.sam2.parameters() if p.requires_grad), video.new_zeros(()))
-            total = {k: zero for k in ("loss_mask", "loss_dice", "loss_iou", "loss_class")}
+            total = self.sam2_criterion.zeros(self.sam2.parameters(), video)
         return {f"{k}_sam2": self.sam2_weight * v for k, v in total.items()}
 
     # ------------------------------------------------------------------------------------------------ inference

@@ -157,10 +157,7 @@ class SAM2(MetaArch):
             _, aux = self.sam2.segment(normalize(video[i]), prompts, [p], train=True)
             for key, v in self.sam2_criterion(aux, masks[i], has_ann[i]).items():
                 total[key] = total.get(key, 0) + v / b
-        if not total:
-            zero = sum((q.sum() * 0 for q in self.sam2.parameters() if q.requires_grad), video.new_zeros(()))
-            total = {k: zero for k in ("loss_mask", "loss_dice", "loss_iou", "loss_class")}
-        return total
+        return total or self.sam2_criterion.zeros(self.sam2.parameters(), video)
 
     # ------------------------------------------------------------------------------------------------ inference
     @torch.no_grad()

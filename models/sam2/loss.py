@@ -98,3 +98,9 @@ class SAM2Loss(nn.Module):
             total = {key: total[key] + parts[key] for key in total}
         names = {"focal": "loss_mask", "dice": "loss_dice", "iou": "loss_iou", "class": "loss_class"}
         return {names[key]: self.weights[names[key]] * v / max(k, 1) for key, v in total.items()}
+
+    def zeros(self, parameters, like: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The same loss names, all zero, for a batch with nothing to supervise: the zero still reaches every
+        trainable parameter in ``parameters`` (DDP expects a gradient for each)."""
+        zero = sum((p.sum() * 0 for p in parameters if p.requires_grad), like.new_zeros(()))
+        return {name: zero for name in self.weights}

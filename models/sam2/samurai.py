@@ -34,6 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from core.errors import ConfigError
+from models.heads.box_head import boxes_from_masks
 from models.sam2.build import import_sam2
 from models.sam2.kalman import BoxKalmanFilter, BoxTrack, box_iou
 
@@ -44,18 +45,8 @@ from sam2.sam2_video_predictor import SAM2VideoPredictor  # noqa: E402
 def mask_boxes(logits: torch.Tensor) -> torch.Tensor:
     """…×H×W logits -> …×4 boxes (x0, y0, x1, y1) of the pixels > 0 (inclusive pixel indices, as SAMURAI);
     an empty mask gives (0, 0, 0, 0)."""
-    fg = logits > 0
-    rows, cols = fg.any(-1), fg.any(-2)  # …×H, …×W
-    h, w = fg.shape[-2:]
-    ar_h = torch.arange(h, device=fg.device)
-    ar_w = torch.arange(w, device=fg.device)
-    big = max(h, w) + 1
-    y0 = torch.where(rows, ar_h, big).amin(-1)
-    y1 = torch.where(rows, ar_h, -1).amax(-1)
-    x0 = torch.where(cols, ar_w, big).amin(-1)
-    x1 = torch.where(cols, ar_w, -1).amax(-1)
-    boxes = torch.stack([x0, y0, x1, y1], -1).float()
-    return torch.where(fg.flatten(-2).any(-1)[..., None], boxes, torch.zeros_like(boxes))
+    boxes, present = boxes_from_masks(logits > 0)  # x1, y1 one past the last pixel
+    return boxes - boxes.new_tensor([0.0, 0.0, 1.0, 1.0]) * present[..., None]
 
 
 class SamuraiMotion:
