@@ -208,6 +208,8 @@ class MotionAwareSAM2(SAM2VideoPredictor):
                                  f"allowed: at most {slots} of {[f for f, _ in history]}")
             groups.setdefault(tuple(frames), []).append(obj)
         step = 1 if track_in_reverse else -1
+        if len(groups) == 1:  # every object chose the same frames: no per-object copies of the memories
+            groups = {frames: slice(None) for frames in groups}
         pieces = []
         for frames, objs in groups.items():
             view = self._memory_view(frame_idx, output_dict, list(frames), objs, step, num_frames)
@@ -223,13 +225,14 @@ class MotionAwareSAM2(SAM2VideoPredictor):
             out[objs] = pix
         return out
 
-    def _memory_view(self, frame_idx: int, output_dict: dict, frames: list[int], objs: list[int], step: int,
+    def _memory_view(self, frame_idx: int, output_dict: dict, frames: list[int], objs: list[int] | slice, step: int,
                      num_frames: int) -> dict:
-        """``output_dict`` restricted to objects ``objs``, where the slots SAM2 reads for frame t∓r (r = 1 ..
-        num_maskmem − 1) hold the memory of ``frames[r − 1]`` (or nothing), every frame keeping its own object
-        pointer (SAM2 reads those from the same dict, up to ``max_obj_ptrs_in_encoder`` frames back). The history
-        a selector chooses from ends at the nearest prompt, so with prompts on several frames fewer memories may
-        be chosen than SAM2's slots hold (SAM2 reads across a prompt, a selector does not)."""
+        """``output_dict`` restricted to objects ``objs`` (a list, or ``slice(None)`` for all), where the slots
+        SAM2 reads for frame t∓r (r = 1 .. num_maskmem − 1) hold the memory of ``frames[r − 1]`` (or nothing),
+        every frame keeping its own object pointer (SAM2 reads those from the same dict, up to
+        ``max_obj_ptrs_in_encoder`` frames back). The history a selector chooses from ends at the nearest
+        prompt, so with prompts on several frames fewer memories may be chosen than SAM2's slots hold (SAM2
+        reads across a prompt, a selector does not)."""
         def part(out: dict, mem_from: dict | None = None) -> dict:
             src = out if mem_from is None else mem_from
             feats = src["maskmem_features"][objs]
