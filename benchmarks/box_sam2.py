@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     from main import set_roots
     from models.complexity import count_flops, count_params
     from trainers.evaluation import evaluate_all
-    from trainers.train_loop import build_model, default_device
+    from trainers.train_loop import default_device, load_model
 
     ckpt_path = Path(args.ckpt)
     out = Path(args.out) if args.out else ckpt_path.parent.parent / "box_sam2"
@@ -95,8 +95,7 @@ def main(argv=None) -> int:
                                 ["log.wandb.enabled=false", "log.tensorboard=false", "data.evaluator.num_vis=0"])
     set_roots(cfg)
     device = default_device()
-    model = build_model(cfg, device)
-    model.load_state_dict(ckpt["model"])
+    model = load_model(cfg, device, ckpt, ckpt_path)  # as --trainer_mode eval loads it (adapters-only too)
     model.eval()
     video_cfg = cfg.copy()
     video_cfg.data.evaluate = [_video_entry(cfg)]

@@ -108,18 +108,18 @@ def _entries(names: list[str], size: list[int]) -> list[dict]:
 
 
 def _load(path: Path, device):
+    """(model in eval mode, its config, the checkpoint) of a run's checkpoint, loaded as ``--trainer_mode eval``
+    loads it (``trainers.train_loop.load_model``: adapters-only checkpoints on their checked frozen base too)."""
     from core.checkpoint import load_checkpoint
     from core.config import config_from_container
     from main import set_roots
-    from trainers.train_loop import build_model
+    from trainers.train_loop import load_model
 
     ckpt = load_checkpoint(path)
     cfg = config_from_container(ckpt["config"], f"checkpoint {path}", ["log.wandb.enabled=false",
                                                                         "log.tensorboard=false"])
     set_roots(cfg)
-    model = build_model(cfg, device)
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), cfg, ckpt
+    return load_model(cfg, device, ckpt, path).eval(), cfg, ckpt
 
 
 def _pool(results: dict[str, dict]) -> dict:
