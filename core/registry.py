@@ -70,6 +70,7 @@ OPTIMIZERS = Registry("OPTIMIZERS")
 SCHEDULERS = Registry("SCHEDULERS")
 HOOKS = Registry("HOOKS")
 MEMORY_SELECTORS = Registry("MEMORY_SELECTORS")  # which past frames a SAM2-family tracker keeps as memories
+SUPPORT_SAMPLERS = Registry("SUPPORT_SAMPLERS")  # which labelled slices/frames form an in-context support set
 
 
 def forwards(*targets: Callable) -> Callable:

@@ -54,8 +54,49 @@ SAMURAI_MOTION = {"kf_score_weight": 0.15, "stable_frames": 15, "stable_iou": 0.
 
 
 
+class SAM2Family(MetaArch):
+    """What the SAM2-based meta-architectures share: the package's model on our adapter, an optional memory
+    selector and motion model, SAM2's loss, and which parameters train (``sam2_train``: full / frozen / lora /
+    decoder)."""
+
+    def _init_sam2(self, sam2: dict | None, sam2_train: str, lora: dict | None, sam2_loss: dict | None,
+                   motion: dict | None, selector: dict | None, frame_batch: int) -> None:
+        self.sam2_train = check_choice("sam2_train", sam2_train, SAM2_TRAIN)
+        net = build_sam2_video_model(**{"config": "cpu_tiny", "image_size": 128, **(sam2 or {})})
+        net.memory_selector = None if not selector else build(MEMORY_SELECTORS, dict(selector),
+                                                              key="model.memory_selector")
+        self.sam2 = SAM2VideoAdapter(net, frame_batch=frame_batch, motion=dict(motion) if motion else None)
+        self.sam2_criterion = SAM2Loss(**(sam2_loss or {}))
+        if self.sam2_train == "lora":
+            add_lora(net, **{**SAMURAI_LORA, **(lora or {})})
+        elif lora:
+            raise ConfigError(f"model.lora is set but model.sam2_train={sam2_train!r}; use sam2_train='lora'")
+        if self.sam2_train == "frozen":
+            net.requires_grad_(False)
+        elif self.sam2_train == "decoder":
+            for n, p in net.named_parameters():
+                p.requires_grad_(not n.startswith(ENCODER_PREFIXES))
+        self.frozen_base_path = (sam2 or {}).get("checkpoint") if self.sam2_train != "full" else None
+
+    @property
+    def trains(self) -> bool:
+        return any(p.requires_grad for p in self.parameters())
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Training with SAM2's own rules: the motion model and the memory selector are inference rules."""
+        net, motion = self.sam2.model, self.sam2.motion
+        selector, net.memory_selector, self.sam2.motion = net.memory_selector, None, None
+        try:
+            return self._losses(batch)
+        finally:
+            net.memory_selector, self.sam2.motion = selector, motion
+
+    def _losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
 @MODELS.register()
-class SAM2(MetaArch):
+class SAM2(SAM2Family):
     """SAM2 as a promptable tracker (see the module docstring)."""
 
     default_motion: dict | None = None
@@ -76,28 +117,9 @@ class SAM2(MetaArch):
                               f"annotated frame); got {prompt_frame!r}")
         self.prompt_frame = prompt_frame
         self.box_jitter_px, self.train_box_jitter_px = float(box_jitter_px), float(train_box_jitter_px)
-        self.sam2_train = check_choice("sam2_train", sam2_train, SAM2_TRAIN)
         motion = self.default_motion if motion == "default" else motion
         selector = self.default_selector if memory_selector == "default" else memory_selector
-        net = build_sam2_video_model(**{"config": "cpu_tiny", "image_size": 128, **(sam2 or {})})
-        net.memory_selector = None if not selector else build(MEMORY_SELECTORS, dict(selector),
-                                                              key="model.memory_selector")
-        self.sam2 = SAM2VideoAdapter(net, frame_batch=frame_batch, motion=dict(motion) if motion else None)
-        self.sam2_criterion = SAM2Loss(**(sam2_loss or {}))
-        if self.sam2_train == "lora":
-            add_lora(net, **{**SAMURAI_LORA, **(lora or {})})
-        elif lora:
-            raise ConfigError(f"model.lora is set but model.sam2_train={sam2_train!r}; use sam2_train='lora'")
-        if self.sam2_train == "frozen":
-            net.requires_grad_(False)
-        elif self.sam2_train == "decoder":
-            for n, p in net.named_parameters():
-                p.requires_grad_(not n.startswith(ENCODER_PREFIXES))
-        self.frozen_base_path = (sam2 or {}).get("checkpoint") if self.sam2_train != "full" else None
-
-    @property
-    def trains(self) -> bool:
-        return any(p.requires_grad for p in self.parameters())
+        self._init_sam2(sam2, sam2_train, lora, sam2_loss, motion, selector, frame_batch)
 
     # ------------------------------------------------------------------------------------------------ prompts
     def _prompt_frame(self, has_ann: torch.Tensor, frame_idx: torch.Tensor | None, meta: dict) -> int | None:
@@ -131,14 +153,6 @@ class SAM2(MetaArch):
         return {"boxes": torch.where(present[0, ..., None], boxes, boxes.new_tensor(ABSENT_BOX))}
 
     # ------------------------------------------------------------------------------------------------ training
-    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        net, motion = self.sam2.model, self.sam2.motion
-        selector, net.memory_selector, self.sam2.motion = net.memory_selector, None, None  # SAM2's own rules
-        try:
-            return self._losses(batch)
-        finally:
-            net.memory_selector, self.sam2.motion = selector, motion
-
     def _losses(self, batch: dict) -> dict[str, torch.Tensor]:
         video, masks, has_ann = batch["video"], batch["masks"], batch["has_ann"]
         b, _, _, h, w = video.shape

@@ -114,6 +114,12 @@ class SamuraiMotion:
         return scores, kf_score
 
 
+def image_embedding(vision_feats: list[torch.Tensor]) -> torch.Tensor:
+    """K×C: the frame's lowest-resolution image features (the level memory attention conditions), averaged over
+    positions; what the ``similarity`` memory selector compares frames by."""
+    return vision_feats[-1].detach().mean(0)
+
+
 def _has_area(box) -> bool:
     """A box the Kalman filter can start from or be updated with: positive width and height (SAMURAI initialises
     from a (0, 0, 0, 0) box when the mask is empty, whose zero covariance makes the next update singular)."""
@@ -171,6 +177,9 @@ class MotionAwareSAM2(SAM2VideoPredictor):
         result = super()._track_step(*args, **kwargs)
         if self._choice is not None:
             result[0].update(self._choice)
+        if self.memory_selector is not None:  # what a similarity selector compares (memory.py: image_embed)
+            feats = args[2] if len(args) > 2 else kwargs["current_vision_feats"]
+            result[0]["image_embed"] = image_embedding(feats)
         return result
 
     # ---- memory choice --------------------------------------------------------------------------------------
@@ -198,7 +207,8 @@ class MotionAwareSAM2(SAM2VideoPredictor):
         k = current_vision_feats[-1].size(1)
         slots = self.num_maskmem - 1
         history = self._history(frame_idx, output_dict, num_frames, track_in_reverse)
-        chosen = self.memory_selector.select(frame_idx, history, k, slots)
+        chosen = self.memory_selector.select(frame_idx, history, k, slots,
+                                             current=image_embedding(current_vision_feats))
         by_frame = dict(history)
         groups: dict[tuple[int, ...], list[int]] = {}
         for obj, frames in enumerate(chosen):

@@ -32,6 +32,7 @@ CPU_CONFIGS = {
                 dict(box_head=dict(dim=32, num_heads=2), sam2=dict(config="cpu_tiny", image_size=64))),
     "SAM2": ("configs/cardiac/sam2_tiny.py", dict(sam2=dict(config="cpu_tiny", image_size=64))),
     "SAMURAI": ("configs/cardiac/samurai_tiny.py", dict(sam2=dict(config="cpu_tiny", image_size=64))),
+    "SAM2InContext": ("configs/ct_synth/sam2_incontext_tiny.py", dict(sam2=dict(config="cpu_tiny", image_size=64))),
 }
 B, T, SIZE = 2, 3, 64
 
@@ -42,7 +43,8 @@ def _fields(k: int) -> dict:
     return {"unlabeled": {"global": torch.rand(B, 2, T, 3, SIZE, SIZE, generator=g),
                           "local": torch.rand(B, 2, T, 3, SIZE // 2, SIZE // 2, generator=g)},
             "support": {"images": torch.rand(B, 2, 3, SIZE, SIZE, generator=g),
-                        "masks": torch.rand(B, 2, k, SIZE, SIZE, generator=g) > 0.5},
+                        "masks": torch.rand(B, 2, k, SIZE, SIZE, generator=g) > 0.5,
+                        "classes": torch.zeros(B, 2, dtype=torch.long)},
             "prompts": {"boxes": torch.tensor([4.0, 4.0, 40.0, 40.0]).expand(B, T, k, 4).clone(),
                         "frames": torch.ones(B, T, dtype=torch.bool)}}
 
