@@ -16,8 +16,8 @@ pass's frames). Each ``out`` holds per object (K rows): ``best_iou`` K (the pred
 ``object_score_logits`` K×1, ``kf_score`` K (IoU of the chosen mask's box with the Kalman prediction; NaN
 before the track is stable or without a motion model), plus SAM2's own entries (``maskmem_features``, ...), so a
 scorer of another method can use them: with a selector set, every frame also carries ``image_embed`` K×C (its
-lowest-resolution image features averaged over positions), and ``select`` receives the current frame's
-(``current`` K×C).
+lowest-resolution image features averaged over positions), and a selector with ``uses_current`` receives the
+current frame's (``current=`` K×C).
 
 Selectors (``select(..., current=None)``): ``recent`` (SAM2), ``samurai`` (SAMURAI's thresholds), and for in-context
 segmentation (seed 001) ``score`` (predicted IoU, object score, mask confidence and recency, weighted), ``similarity``
@@ -38,7 +38,10 @@ from core.registry import MEMORY_SELECTORS
 
 class MemorySelector:
     """Base class: ``select(frame_idx, history, num_objects, num_slots) -> list of num_objects lists`` of frame
-    indices taken from ``history``, nearest first, at most ``num_slots`` each."""
+    indices taken from ``history``, nearest first, at most ``num_slots`` each. A selector with ``uses_current``
+    also gets ``current=`` (the current frame's image embedding, K×C)."""
+
+    uses_current: bool = False
 
     def select(self, frame_idx: int, history: list[tuple[int, dict]], num_objects: int,
                num_slots: int, current: torch.Tensor | None = None) -> list[list[int]]:
@@ -189,6 +192,8 @@ class similarity(_Scored):
     """Frames whose image looks most like the current one: cosine similarity of ``image_embed`` (the averaged
     lowest-resolution image features) to the current frame's, plus ``recency_weight`` · exp(−d / ``recency_tau``)
     (0: similarity alone). Medical-SAM2's memory bank reads by the same kind of similarity (REFERENCE §5.3b)."""
+
+    uses_current = True
 
     def __init__(self, recency_weight: float = 0.0, recency_tau: float = 4.0, max_look_back: int | None = None):
         super().__init__(max_look_back)

@@ -207,8 +207,9 @@ class MotionAwareSAM2(SAM2VideoPredictor):
         k = current_vision_feats[-1].size(1)
         slots = self.num_maskmem - 1
         history = self._history(frame_idx, output_dict, num_frames, track_in_reverse)
-        chosen = self.memory_selector.select(frame_idx, history, k, slots,
-                                             current=image_embedding(current_vision_feats))
+        extra = {"current": image_embedding(current_vision_feats)} if getattr(self.memory_selector, "uses_current",
+                                                                             False) else {}
+        chosen = self.memory_selector.select(frame_idx, history, k, slots, **extra)
         by_frame = dict(history)
         groups: dict[tuple[int, ...], list[int]] = {}
         for obj, frames in enumerate(chosen):
