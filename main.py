@@ -218,10 +218,10 @@ def run_train(args, argv) -> None:
     if found is not None:
         trainer.load_checkpoint_state(found[1], found[0])
     if comm.is_main_process():
+        clip_len, size, support = flop_clip(cfg)
         info = {**count_params(trainer.model), "model": cfg.model.name,
-                "gflops_per_clip": count_flops(trainer.model, cfg.data.eval_mapper.clip_len,
-                                               tuple(cfg.data.eval_mapper.size), trainer.device),
-                "clip_len": cfg.data.eval_mapper.clip_len, "size": list(cfg.data.eval_mapper.size)}
+                "gflops_per_clip": count_flops(trainer.model, clip_len, size, trainer.device, support),
+                "clip_len": clip_len, "size": list(size)}
         (run_dir / "model_info.json").write_text(json.dumps(info, indent=2))
         gf = info["gflops_per_clip"]
         logger.info(f"Model {cfg.model.name}: {info['params'] / 1e6:.2f} M params at inference "
@@ -232,6 +232,18 @@ def run_train(args, argv) -> None:
     if trainer.latest_eval and comm.is_main_process():
         print(results_table(trainer.latest_eval, f"Results at iteration {trainer.max_iter} ({run_dir}):"),
               flush=True)
+
+
+def flop_clip(cfg) -> tuple[int, tuple[int, int], int]:
+    """(frames, size, support slices per class) of the clip the FLOP count runs ``predict`` on: the evaluation
+    mapper's clip (11 frames and the first evaluation entry's mapper for whole-video configs without one)."""
+    mapper = cfg.data.eval_mapper
+    if mapper is None:
+        entries = [e for e in cfg.data.evaluate if not isinstance(e, str) and e.get("mapper") is not None]
+        mapper = entries[0].mapper if entries else cfg.data.train_mapper
+    clip_len = int(mapper.get("clip_len", 11) or 11) if mapper is not None else 11
+    size = tuple(mapper.size) if mapper is not None and mapper.get("size") is not None else (128, 128)
+    return clip_len, size, int(mapper.get("support_size", 1) or 1) if mapper is not None else 1
 
 
 def config_checkpoints(model_cfg) -> list[str]:

@@ -4,3 +4,4 @@ from evaluators.metrics import dice_iou, hd95, probs_to_labels, seg_stats  # noq
 from evaluators.video_seg import VideoSegEvaluator  # noqa: F401
 from evaluators.clinical import EFEvaluator  # noqa: F401
 from evaluators.tracking import TrackingEvaluator  # noqa: F401
+from evaluators.volume_seg import VolumeSegEvaluator  # noqa: F401

@@ -15,9 +15,12 @@ logger = logging.getLogger(__name__)
 
 
 class _PredictWrapper(nn.Module):
-    def __init__(self, model: nn.Module):
+    """``predict`` on a video alone; the empty masks and the support an in-context or prompted model needs are
+    made up here (what is counted is the compute, not the answer)."""
+
+    def __init__(self, model: nn.Module, support_size: int = 1):
         super().__init__()
-        self.model = model
+        self.model, self.support_size = model, int(support_size)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         b, t = video.shape[:2]
@@ -25,6 +28,12 @@ class _PredictWrapper(nn.Module):
         k = getattr(self.model, "num_classes", None)
         if isinstance(k, int):  # empty ground truth, for models prompted with it (SAM2, SAMURAI: prompt on frame 0)
             batch["masks"] = torch.zeros(b, t, k, *video.shape[-2:], dtype=torch.bool, device=video.device)
+        if "support" in getattr(self.model, "requires", ()) and isinstance(k, int):
+            s = self.support_size * k  # support_size slices for each class, as InContextEvalMapper gives them
+            batch["support"] = {"images": video.new_zeros(b, s, 3, *video.shape[-2:]),
+                                "masks": torch.ones(b, s, k, *video.shape[-2:], dtype=torch.bool, device=video.device),
+                                "classes": torch.arange(k, device=video.device).repeat_interleave(
+                                    self.support_size).expand(b, s)}
         return self.model.predict(batch)["probs"]
 
 
@@ -80,8 +89,10 @@ def count_params(model: nn.Module) -> dict[str, int]:
 
 
 @torch.no_grad()
-def count_flops(model: nn.Module, clip_len: int, size: tuple[int, int], device: torch.device) -> float | None:
-    """GFLOPs (MACs) of ``predict`` on one clip of ``clip_len`` frames at ``size``; None if tracing fails."""
+def count_flops(model: nn.Module, clip_len: int, size: tuple[int, int], device: torch.device,
+                support_size: int = 1) -> float | None:
+    """GFLOPs (MACs) of ``predict`` on one clip of ``clip_len`` frames at ``size`` (an in-context model: with
+    ``support_size`` support slices per class); None if tracing fails."""
     with warnings.catch_warnings():  # fvcore.nn scripts a focal loss at import: a FutureWarning we can't act on
         warnings.simplefilter("ignore", FutureWarning)
         from fvcore.nn import FlopCountAnalysis
@@ -90,19 +101,19 @@ def count_flops(model: nn.Module, clip_len: int, size: tuple[int, int], device: 
     model.eval()
     try:
         video = torch.zeros(1, clip_len, 3, *size, device=device)
-        fca = FlopCountAnalysis(_PredictWrapper(model), (video,))
+        fca = FlopCountAnalysis(_PredictWrapper(model, support_size), (video,))
         fca.set_op_handle(**_EXTRA_HANDLES)
         fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
         return fca.total() / 1e9
     except Exception as e:  # fvcore traces with torch.jit: data-dependent Python control flow defeats it
         logger.info(f"fvcore cannot trace {type(model).__name__}.predict ({type(e).__name__}); counting with "
                     f"torch's FlopCounterMode instead")
-        return _dispatch_gmacs(model, video)
+        return _dispatch_gmacs(model, video, support_size)
     finally:
         model.train(was_training)
 
 
-def _dispatch_gmacs(model: nn.Module, video: torch.Tensor) -> float | None:
+def _dispatch_gmacs(model: nn.Module, video: torch.Tensor, support_size: int = 1) -> float | None:
     """GMACs of one ``predict`` counted at the dispatcher (``torch.utils.flop_counter``: matmuls, convolutions,
     attention), which follows whatever Python path the call takes. It counts 2 FLOPs per multiply-add; halved here
     to the MACs of the fvcore column. Element-wise ops are not counted by either."""
@@ -115,7 +126,7 @@ def _dispatch_gmacs(model: nn.Module, video: torch.Tensor) -> float | None:
         for p, _ in flags:
             p.requires_grad_(False)
         with FlopCounterMode(display=False) as counter:
-            _PredictWrapper(model)(video)
+            _PredictWrapper(model, support_size)(video)
         return counter.get_total_flops() / 2 / 1e9
     except Exception as e:  # a count is best-effort; a model that cannot be counted still trains
         logger.warning(f"FLOP count failed ({type(e).__name__}: {e}); reporting none")

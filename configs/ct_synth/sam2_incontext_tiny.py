@@ -21,10 +21,10 @@ optim = dict(base_lr=1e-3, scheduler=dict(warmup_iters=50))
 data = dict(
     train=["ct_synth_train"],
     num_workers=2,
-    train_mapper=dict(name="InContextTrainMapper", clip_len=8, size=[128, 128], num_classes=4, support=_support,
+    train_mapper=dict(name="InContextTrainMapper", clip_len=8, size=[128, 128], support=_support,
                       support_size=4, slices="random", transforms=_window),
     evaluate=[dict(name="ct_synth_test", tag="ct_synth_test_volume", per_video=True,
-                   mapper=dict(name="InContextEvalMapper", size=[128, 128], num_classes=4, support=_support,
+                   mapper=dict(name="InContextEvalMapper", size=[128, 128], support=_support,
                                support_size=4, transforms=_window),
                    evaluator=dict(name="VolumeSegEvaluator"))],
 )

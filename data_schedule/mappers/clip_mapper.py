@@ -29,8 +29,10 @@ from data_schedule.sources.nifti import DataError
 
 
 # register facts the evaluators use, copied into the sample's meta when the register provides them: ``spacing``
-# (dy, dx) mm of a native pixel (HD95 in mm), cardiac phases and clinical values (ejection fraction)
-PASS_KEYS = ("spacing", "phase", "ed", "es", "ef", "edv", "esv", "fps", "view", "patient")
+# (dy, dx) mm of a native pixel (HD95 in mm), cardiac phases and clinical values (ejection fraction), a volume's
+# ``voxel_spacing`` (dz, dy, dx) mm and ``class_values`` (the raw label values of each class: 3D metrics)
+PASS_KEYS = ("spacing", "phase", "ed", "es", "ef", "edv", "esv", "fps", "view", "patient", "voxel_spacing",
+             "class_values")
 
 
 def _read_clip(meta: dict, indices: list[int], transforms=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
