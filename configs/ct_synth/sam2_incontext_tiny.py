@@ -20,6 +20,7 @@ train = dict(max_iter=1500, eval_period=500, checkpoint_period=500, batch_size=2
 optim = dict(base_lr=1e-3, scheduler=dict(warmup_iters=50))
 data = dict(
     train=["ct_synth_train"],
+    roots=dict(ct_synth=None),  # None: $CT_SYNTH_ROOT / datasets (generated there on first use)
     num_workers=2,
     train_mapper=dict(name="InContextTrainMapper", clip_len=8, size=[128, 128], support=_support,
                       support_size=4, slices="random", transforms=_window),

@@ -2,7 +2,8 @@
 
 Output of both mappers, a ``core.structures.Sample`` (T = clip length, K = foreground classes, H×W = ``size``):
     video     float32 T×3×H×W in [0, 1] (grey repeated to 3 channels)
-    masks     bool    T×K×H×W (class k = label value k + 1), all False on frames without annotation
+    masks     bool    T×K×H×W (class k = label value k + 1, or label ∈ the meta's ``class_values[k]``), all False
+                      on frames without annotation
     has_ann   bool    T, which clip frames carry labels
     scored    bool    T, which frames evaluation scores: the reference frame (eval mapper), none (train mapper)
     frame_idx long    T, frame numbers in the video
@@ -66,13 +67,21 @@ def _read_clip(meta: dict, indices: list[int], transforms=None) -> tuple[torch.T
 def _to_sample(frames: torch.Tensor, labels: torch.Tensor, has_ann: torch.Tensor, indices: list[int],
                num_classes: int, meta: dict, scored_t: list[int] | None) -> dict:
     video = frames.float().div_(255.0).expand(-1, 3, -1, -1).contiguous()  # grey repeated to 3 channels
-    classes = torch.arange(1, num_classes + 1).view(1, -1, 1, 1)
+    values = meta.get("class_values")
+    if values is not None and len(values) != num_classes:
+        raise ConfigError(f"{meta['video_id']}: the dataset has {len(values)} classes (class_values {values}), the "
+                          f"mapper's num_classes is {num_classes}")
+    if values is not None and list(values) != [[k] for k in range(1, num_classes + 1)]:
+        # class k = label in class_values[k] (KiTS23's regions overlap: one voxel may be in several classes)
+        masks = torch.stack([torch.isin(labels, torch.tensor(list(v), dtype=labels.dtype)) for v in values], 1)
+    else:
+        masks = labels.unsqueeze(1) == torch.arange(1, num_classes + 1).view(1, -1, 1, 1)  # T×K×H×W
     scored = torch.zeros(len(indices), dtype=torch.bool)
     if scored_t is not None:
         scored[scored_t] = True
     return dict(
         video=video,
-        masks=labels.unsqueeze(1) == classes,  # T×K×H×W
+        masks=masks,
         has_ann=has_ann,
         scored=scored,
         frame_idx=torch.tensor(indices, dtype=torch.long),

@@ -10,8 +10,9 @@ Names: ``btcv_train`` / ``btcv_test`` and ``ct_synth_train`` / ``ct_synth_test``
 seeded: a case goes to test when the hash of (seed 0, its id) falls in the lowest ``test_share`` (20 %) of the hash
 range (:func:`split_of`) — stable when cases are added or removed, the same on every machine. CTSynth's 16 volumes
 split 12 / 4 (``img0013``–``img0016`` test: its volumes are i.i.d. draws, so any fixed choice is fair). A volume is a video of its
-slices along ``AXIS`` (axial: the NIfTI's third axis; ``axis`` of :class:`AxisNiftiSource` also offers
-``coronal`` / ``sagittal``). One meta per slice (train and test; ``per_video=True`` evaluation makes them one per
+slices along a body axis (axial by default; ``coronal`` / ``sagittal`` through ``load_split(..., axis=)``), found
+from the affine, not assumed (:func:`view_axes`: BTCV stacks axial slices on the NIfTI's third axis, KiTS23 on its
+first). One meta per slice (train and test; ``per_video=True`` evaluation makes them one per
 volume), every slice annotated (empty ones included), with ``spacing`` (dy, dx), ``voxel_spacing`` (dz, dy, dx)
 mm in the video's (T, H, W) order, ``class_values`` (class k = label value k + 1) and ``default_transforms`` (an
 abdominal soft-tissue window, W 400 / L 40 HU: −160..240, so the uint8 clip mappers read it).
@@ -37,7 +38,9 @@ BTCV_CLASSES = ["spleen", "kidney_R", "kidney_L", "gallbladder", "esophagus", "l
                 "portal_splenic_vein", "pancreas", "adrenal_R", "adrenal_L"]
 CT_SYNTH_CLASSES = ["spleen", "kidney_R", "kidney_L", "liver"]
 ABDOMEN_WINDOW = ({"name": "IntensityWindow", "low": -160.0, "high": 240.0},)  # W 400 / L 40 HU
-AXES = {"axial": (2, 1, 0), "coronal": (1, 2, 0), "sagittal": (0, 2, 1)}  # nibabel (x, y, z) -> (T, H, W)
+AXES = ("axial", "coronal", "sagittal")
+#: per view, the world directions of its (T, H, W) axes: axial slices stack along S-I, with rows A-P, columns L-R
+VIEW_DIRECTIONS = {"axial": ("SI", "AP", "LR"), "coronal": ("AP", "SI", "LR"), "sagittal": ("LR", "SI", "AP")}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_SHARE = 0.2
 
@@ -72,25 +75,40 @@ def _resolve_ct_synth(base: str | None, how: str) -> Path:
     return ensure_ct_synth(base or REPO_ROOT / "datasets")
 
 
+def view_axes(affine: np.ndarray, axis: str) -> tuple[int, int, int]:
+    """The array axes (of the NIfTI's stored x, y, z order) that become (T, H, W) for the ``axis`` view, from the
+    affine's orientation (``nibabel.aff2axcodes``): BTCV stores axial slices along its third axis, KiTS23 along its
+    first; the affine says which. Directions within an axis (flips) are kept as stored."""
+    import nibabel as nib
+
+    codes = nib.aff2axcodes(affine)
+    by_dir = {d: i for i, c in enumerate(codes) for d in ("SI", "AP", "LR") if c in d}
+    if len(by_dir) != 3:
+        raise DataError(f"affine orientation {codes} does not name the three body axes")
+    return tuple(by_dir[d] for d in VIEW_DIRECTIONS[axis])
+
+
 @dataclass(frozen=True)
 class AxisNiftiSource:
-    """A CT image + label pair as a video of slices along ``axis``; image and label must agree in shape and
-    affine. ``read()`` gives (T, H, W) in the stored dtype, every slice annotated, ``spacing`` (dy, dx)."""
+    """A CT image + label pair as a video of slices along ``axis`` (axial / coronal / sagittal, found from the
+    affine: :func:`view_axes`); image and label must agree in shape and affine. ``read()`` gives (T, H, W) in the
+    stored dtype, every slice annotated, ``spacing`` (dy, dx) mm."""
 
     image_path: str
     label_path: str
     axis: str = "axial"
 
     def read(self) -> VideoRecord:
-        check_pair(Path(self.image_path), Path(self.label_path))
-        rec = read_nifti(self.image_path, self.label_path, "all")  # (z, y, x) = axial
-        if self.axis == "axial":
-            return rec
-        order = {"coronal": (1, 0, 2), "sagittal": (2, 0, 1)}[self.axis]  # from (z, y, x)
-        frames = np.ascontiguousarray(rec.frames.transpose(order))
-        label = np.stack([rec.labels[t] for t in range(rec.num_frames)]).transpose(order)
-        return VideoRecord(frames=frames, labels={t: label[t] for t in range(len(label))}, spacing=None,
-                           source=rec.source)
+        shape, zooms, affine = check_pair(Path(self.image_path), Path(self.label_path))
+        rec = read_nifti(self.image_path, self.label_path, "all")  # stored (x, y, z) as (z, y, x)
+        t, h, w = view_axes(affine, self.axis)
+        perm = (2 - t, 2 - h, 2 - w)
+        if perm == (0, 1, 2):
+            return VideoRecord(frames=rec.frames, labels=rec.labels, spacing=(zooms[h], zooms[w]), source=rec.source)
+        frames = np.ascontiguousarray(rec.frames.transpose(perm))
+        label = np.stack([rec.labels[i] for i in range(rec.num_frames)]).transpose(perm)
+        return VideoRecord(frames=frames, labels={i: label[i] for i in range(len(label))},
+                           spacing=(zooms[h], zooms[w]), source=rec.source)
 
     @property
     def where(self) -> str:
@@ -112,7 +130,7 @@ def _header(path: Path):
 
 
 def check_pair(image: Path, label: Path) -> tuple:
-    """Shape (x, y, z) and zooms of an image whose label file has the same shape and affine (else DataError)."""
+    """(shape, zooms, affine) of an image whose label file has the same shape and affine (else DataError)."""
     img, lab = _header(image), _header(label)
     if img.shape[:3] != lab.shape[:3]:
         raise DataError(f"label {label} has shape {lab.shape[:3]}, its image {image} {img.shape[:3]}; expected the "
@@ -123,7 +141,7 @@ def check_pair(image: Path, label: Path) -> tuple:
                         f"expected the same voxel grid")
     if len(img.shape) != 3:
         raise DataError(f"{image}: shape {img.shape}, expected a 3-D volume (x, y, z)")
-    return img.shape, tuple(float(str(np.float32(z))) for z in img.header.get_zooms()[:3])
+    return img.shape, tuple(float(str(np.float32(z))) for z in img.header.get_zooms()[:3]), img.affine
 
 
 def list_cases(root: Path) -> list[tuple[str, Path, Path]]:
@@ -144,11 +162,12 @@ def list_cases(root: Path) -> list[tuple[str, Path, Path]]:
 def volume_metas(family: str, case: str, image: Path, label: Path, num_classes: int, axis: str = "axial",
                  window=ABDOMEN_WINDOW, class_values: list[list[int]] | None = None) -> list[dict]:
     """One meta per slice of a volume (headers only)."""
-    shape, zooms = check_pair(image, label)
-    xyz = dict(zip("xyz", zooms))
-    t_ax, h_ax, w_ax = ["xyz"[i] for i in AXES[axis]]
-    n = int(shape["xyz".index(t_ax)])
-    voxel = (xyz[t_ax], xyz[h_ax], xyz[w_ax])
+    if axis not in AXES:
+        raise DataError(f"axis must be one of {', '.join(AXES)}, got {axis!r}")
+    shape, zooms, affine = check_pair(image, label)
+    t, h, w = view_axes(affine, axis)
+    n = int(shape[t])
+    voxel = (zooms[t], zooms[h], zooms[w])
     cache = LazyVideo(AxisNiftiSource(str(image), str(label), axis), num_classes, num_frames=n)
     values = class_values or [[k + 1] for k in range(num_classes)]
     return [dict(video_id=case, frame_idx=t, num_frames=n, site=family, cache=cache,

@@ -1,4 +1,5 @@
-"""Tiny copies of the public raw layouts (REFERENCE §1.2 CAMUS, §1.3 EchoNet-Dynamic, §1.4 SUN-SEG) for tests.
+"""Tiny copies of the public raw layouts (REFERENCE §1.2 CAMUS, §1.3 EchoNet-Dynamic, §1.4 SUN-SEG, §1.5 BTCV and
+KiTS23) for tests.
 
 Each writer puts the real folder structure, file names, file formats, label values and axis order under ``root``,
 with simple synthetic content (an ellipse "LV" that shrinks from end-diastole to end-systole, a disc "polyp"),
@@ -14,7 +15,8 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["CAMUS_LABELS", "ECHONET_FILELIST_COLUMNS", "ECHONET_TRACING_COLUMNS", "SUNSEG_TEST_SETS",
-           "write_camus", "write_echonet", "write_echonet_filelist_only", "write_mhd", "write_sunseg"]
+           "write_btcv", "write_camus", "write_echonet", "write_echonet_filelist_only", "write_kits23", "write_mhd",
+           "write_sunseg"]
 
 CAMUS_LABELS = {0: "background", 1: "LV endocardium", 2: "LV myocardium", 3: "LA"}
 ECHONET_FILELIST_COLUMNS = ("FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames",
@@ -394,4 +396,84 @@ def write_sunseg(root: str | Path, train_cases: int = 2, test_cases: int = 1, fr
         out["cases"][f"{part}/{case}"] = info
         if skip is not None:
             out["missing_gt"] = info["gt_dir"] / (Path(info["frames"][skip]).stem + ".png")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ BTCV / KiTS23
+
+def _ct_case(rng: np.random.Generator, shape: tuple[int, int, int], organs: Sequence[int]) -> tuple[np.ndarray,
+                                                                                                       np.ndarray]:
+    """(HU int16, labels uint8), both (z, y, x): one ellipsoid per label value in ``organs``, spread along z, in
+    soft tissue (40 HU) with noise; the first and last slice stay empty."""
+    z, h, w = shape
+    zz, yy, xx = np.ogrid[:z, :h, :w]
+    lab = np.zeros(shape, np.uint8)
+    img = rng.normal(40.0, 10.0, shape)
+    for i, v in enumerate(organs):
+        cz = 1 + (z - 2) * (i + 0.5) / len(organs)
+        cy, cx = rng.uniform(0.3, 0.7) * h, (0.25 + 0.5 * (i % 2)) * w
+        rz = max(z / (2 * len(organs)) + 0.5, 1.0)
+        m = ((zz - cz) / rz) ** 2 + ((yy - cy) / (h / 5)) ** 2 + ((xx - cx) / (w / 6)) ** 2 <= 1.0
+        m[0] = m[-1] = False
+        lab[m] = v
+        img[m] = 60.0 + 40.0 * i
+    return np.rint(img).astype(np.int16), lab
+
+
+def _save_volume(path: Path, arr: np.ndarray, affine: np.ndarray) -> None:
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.ascontiguousarray(arr), affine)
+    img.set_data_dtype(arr.dtype)
+    img.header.set_xyzt_units("mm")
+    nib.save(img, str(path))
+
+
+def write_btcv(root: str | Path, cases: Sequence[int] = (1, 2, 3, 4, 5, 6), shape: tuple[int, int, int] = (8, 24, 24),
+               organs: Sequence[int] = (1, 2, 6), spacing: tuple[float, float, float] = (2.5, 0.8, 0.8),
+               seed: int = 0, bad_label_shape: int | None = None, bad_affine: int | None = None) -> dict:
+    """``<root>/BTCV/RawData/Training/{img/img00XX, label/label00XX}.nii.gz``: (x, y, z) on disk, RAS affine with
+    ``spacing`` (dz, dy, dx); ``organs`` are BTCV label values. ``bad_label_shape`` / ``bad_affine``: that case's
+    label has one slice less / another affine."""
+    base = Path(root) / "BTCV" / "RawData" / "Training"
+    (base / "img").mkdir(parents=True, exist_ok=True)
+    (base / "label").mkdir(parents=True, exist_ok=True)
+    dz, dy, dx = spacing
+    affine = np.diag([dx, dy, dz, 1.0])
+    out = {"root": str(root), "cases": []}
+    for c in cases:
+        img, lab = _ct_case(np.random.default_rng([seed, c]), shape, organs)
+        name = f"{c:04d}"
+        _save_volume(base / "img" / f"img{name}.nii.gz", img.transpose(2, 1, 0), affine)
+        lab_xyz = lab.transpose(2, 1, 0)
+        if bad_label_shape == c:
+            lab_xyz = lab_xyz[:, :, :-1]
+        _save_volume(base / "label" / f"label{name}.nii.gz", lab_xyz,
+                     np.diag([dx, dy, dz * 2, 1.0]) if bad_affine == c else affine)
+        out["cases"].append(dict(case=f"img{name}", image=img, label=lab))
+    return out
+
+
+def write_kits23(root: str | Path, cases: Sequence[int] = (0, 1, 2, 3, 4, 5), shape: tuple[int, int, int] = (8, 24, 24),
+                 spacing: tuple[float, float, float] = (3.0, 0.8, 0.8), seed: int = 0) -> dict:
+    """``<root>/KiTS23/dataset/case_XXXXX/{imaging,segmentation}.nii.gz`` stored as KiTS23 does, slices on the
+    first array axis (z, y, x) with an affine that says so; labels 1 kidney, 2 tumour (inside the kidney), 3 cyst."""
+    base = Path(root) / "KiTS23" / "dataset"
+    dz, dy, dx = spacing
+    affine = np.array([[0, 0, dx, 0], [0, dy, 0, 0], [dz, 0, 0, 0], [0, 0, 0, 1.0]])  # array axis 0 = S-I
+    out = {"root": str(root), "cases": []}
+    for c in cases:
+        img, lab = _ct_case(np.random.default_rng([seed, 100 + c]), shape, (1, 3))
+        kidney = lab == 1
+        core = np.zeros_like(kidney)
+        zs, ys, xs = np.nonzero(kidney)
+        if len(zs):
+            cz, cy, cx = int(np.median(zs)), int(np.median(ys)), int(np.median(xs))
+            core[max(cz - 1, 0):cz + 1, cy - 2:cy + 2, cx - 2:cx + 2] = True
+        lab[kidney & core] = 2  # a tumour inside the kidney
+        folder = base / f"case_{c:05d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        _save_volume(folder / "imaging.nii.gz", img, affine)
+        _save_volume(folder / "segmentation.nii.gz", lab, affine)
+        out["cases"].append(dict(case=f"case_{c:05d}", image=img, label=lab))
     return out

@@ -59,6 +59,10 @@ class SAM2Family(MetaArch):
     selector and motion model, SAM2's loss, and which parameters train (``sam2_train``: full / frozen / lora /
     decoder)."""
 
+    #: SAM2's per-frame Python control flow defeats fvcore's tracer (it fails after minutes): the FLOP count goes
+    #: straight to torch's dispatch-level counter (``models/complexity.py``), which gave these models' numbers anyway
+    fvcore_traceable = False
+
     def _init_sam2(self, sam2: dict | None, sam2_train: str, lora: dict | None, sam2_loss: dict | None,
                    motion: dict | None, selector: dict | None, frame_batch: int) -> None:
         self.sam2_train = check_choice("sam2_train", sam2_train, SAM2_TRAIN)
