@@ -168,7 +168,7 @@ def results_table(results: dict[str, dict], title: str = "") -> str:
     """Markdown table of {dataset: metrics}; the per-class columns are those the evaluators report (each
     dataset's class names, in their order; a class another dataset lacks is left blank)."""
     classes = list(dict.fromkeys(k for res in results.values() for k in res if k.startswith("Dice_")))
-    extra = [k for k in ("mHD95", "EF_MAE", "EF_corr") if any(k in res for res in results.values())]
+    extra = [k for k in ("mHD95", "mSliceDice", "EF_MAE", "EF_corr") if any(k in res for res in results.values())]
     cols = ["mDice", "mIoU", *classes, *extra, "num_samples"]
     lines = [title] if title else []
     lines += ["| dataset | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]

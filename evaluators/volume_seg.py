@@ -14,8 +14,8 @@ the native slice size, > ``threshold`` — per class, not an argmax, for the sam
 - ``SliceDice_<c>``: the 2D Dice of each slice where c is in the prediction or the ground truth, averaged over
   those slices.
 Each per-class metric is the NaN-aware mean over volumes; ``mDice3D``, ``mIoU3D``, ``mHD95``, ``mSliceDice``
-average the classes; ``mDice`` / ``mIoU`` repeat ``mDice3D`` / ``mIoU3D`` for tools that rank runs by them
-(best checkpoint, results table). ``num_samples`` / ``num_volumes`` count volumes. ``per_volume.csv``: one row per
+average the classes; ``mDice`` / ``mIoU`` and ``Dice_<c>`` / ``IoU_<c>`` repeat the 3D values for the tools that
+read those names (best checkpoint, results table, the log line). ``num_samples`` / ``num_volumes`` count volumes. ``per_volume.csv``: one row per
 volume with every class's metrics.
 """
 from __future__ import annotations
@@ -114,6 +114,8 @@ class VolumeSegEvaluator:
                     per_class = _nanmean(table["hd95"][mm == flag], axis=0)
                     res.update({f"{col}_{c}": float(v) for c, v in zip(names, per_class)})
                     res[f"m{col}"] = float(_nanmean(per_class))
+        res.update({f"Dice_{c}": res[f"Dice3D_{c}"] for c in names})
+        res.update({f"IoU_{c}": res[f"IoU3D_{c}"] for c in names})
         res.update(mDice=res["mDice3D"], mIoU=res["mIoU3D"], num_samples=len(records), num_volumes=len(records))
         self.results = res
         if self.output_dir is not None and comm.is_main_process():

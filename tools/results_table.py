@@ -33,7 +33,7 @@ def class_names(metrics: dict) -> list[str]:
     return LEGACY_CLASSES if sorted(found) == sorted(LEGACY_CLASSES) else sorted(found)
 
 
-EXTRA = {"mHD95": "HD95 (mm)", "EF_MAE": "EF MAE", "EF_corr": "EF r"}  # shown when any evaluation has them
+EXTRA = {"mHD95": "HD95 (mm)", "mSliceDice": "slice Dice", "EF_MAE": "EF MAE", "EF_corr": "EF r"}  # shown when any evaluation has them
 
 
 def header(classes: list[str], extra: list[str] = ()) -> list[str]:

@@ -85,3 +85,20 @@ def test_resize_scored_missing_spacing_and_count(tmp_path, caplog):
     ev2.process(*_batch(gt, p))
     with pytest.raises(RuntimeError, match="evaluated 1 distinct samples but the dataset has 2"):
         ev2.evaluate()
+
+
+def test_volume_metrics_reach_the_results_table(tmp_path):
+    from tools import results_table
+
+    run = tmp_path / "ct"
+    ev_dir = run / "eval" / "ct_test"
+    (run / "model_info.json").parent.mkdir(parents=True)
+    (run / "model_info.json").write_text(json.dumps({"model": "SAM2InContext", "params": 1_350_000,
+                                                     "gflops_per_clip": 1.0}))
+    gt = _box(1, 4, 4, 8, 4, 8)
+    ev = VolumeSegEvaluator("ct_test", ["organ"], output_dir=ev_dir, num_samples=1)
+    ev.process(*_batch(gt, (_box(2, 5, 4, 8, 4, 8) > 0).float()[:, None]))
+    ev.evaluate()
+    lines = results_table.table([str(run)]).splitlines()
+    assert "| mDice | mIoU | Dice organ | HD95 (mm) | slice Dice | iter |" in lines[0]
+    assert "| 0.6667 | 0.5000 | 0.6667 | 5.0000 | 0.5000 |" in lines[2]
