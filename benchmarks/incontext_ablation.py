@@ -129,7 +129,9 @@ def main(argv=None) -> int:
             rows[f"{name} support={s}"]["memory_differs"] = counts["differs"] / counts["choices"] \
                 if counts.get("choices") else None
 
-    classes = sorted({k[len("Dice3D_"):] for r in rows.values() for k in r if k.startswith("Dice3D_")})
+    from core.catalog import MetadataCatalog
+
+    classes = list(MetadataCatalog.get(entry["name"]).classes)
     report = {"checkpoint": args.ckpt, "iteration": ckpt.get("iteration"), "dataset": entry["name"],
               "support_sampler": entry["mapper"].get("support"), "rows": rows}
     (out / "incontext_ablation.json").write_text(json.dumps(report, indent=1) + "\n")

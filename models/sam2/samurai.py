@@ -130,7 +130,8 @@ class MotionAwareSAM2(SAM2VideoPredictor):
     """``SAM2VideoPredictor`` with an optional motion model (``motion``: a ``SamuraiMotion`` or None) and memory
     selector (``memory_selector``: a ``models.sam2.memory.MemorySelector`` or None). With both None it is the
     package's model, bit for bit. Every frame's output also carries ``best_iou`` (K, predicted IoU of the chosen
-    mask) and ``kf_score`` (K, NaN without a stable motion track)."""
+    mask) and ``kf_score`` (K, NaN without a stable motion track), and, while a selector is set, ``image_embed``
+    (K×C, :func:`image_embedding`; a selector with ``uses_current`` is also given the current frame's)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
