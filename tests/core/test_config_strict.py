@@ -201,11 +201,19 @@ def test_every_shipped_config_loads_and_builds(path, tmp_path, monkeypatch):
     with torch.device("cpu" if "sam2" in cfg.model else "meta"):
         model = build(MODELS, cfg.model)
     build_scheduler(build_optimizer(model, cfg.optim), cfg.optim.scheduler, int(cfg.train.max_iter))
-    for node in (cfg.data.train_mapper, cfg.data.eval_mapper, cfg.data.unlabeled.mapper):
+    entries = [e for e in cfg.data.evaluate if not isinstance(e, str)]
+    for node in (cfg.data.train_mapper, cfg.data.eval_mapper, cfg.data.unlabeled.mapper,
+                 *(e.get("mapper") for e in entries)):
         if node is not None:
             build(MAPPERS, node, num_classes=4)
-    ev = OmegaConf.to_container(cfg.data.evaluator)
-    check_arguments(EVALUATORS.get(ev.pop("name")), "evaluator", ev, (), {}, "data.evaluator")
+    evs = [cfg.data.evaluator] if cfg.data.evaluator is not None else []
+    for e in entries:  # whole-video entries name their own evaluator(s)
+        got = e.get("evaluator")
+        evs += [] if got is None else list(got) if OmegaConf.is_list(got) else [got]
+    assert evs, f"{path}: no evaluator (data.evaluator or an entry's)"
+    for node in evs:
+        ev = OmegaConf.to_container(node)
+        check_arguments(EVALUATORS.get(ev.pop("name")), "evaluator", ev, (), {}, "data.evaluator")
 
 
 def _readme_config_blocks() -> list[str]:
