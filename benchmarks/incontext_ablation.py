@@ -114,8 +114,7 @@ def main(argv=None) -> int:
         base, bcfg, _ = _load(Path(args.baseline), device)
         bcfg = bcfg.copy()
         bcfg.data.evaluate = [dict(name=entry["name"], tag=entry.get("tag", entry["name"]), per_video=True,
-                                   mapper=dict(name="VideoEvalMapper", size=entry["mapper"]["size"],
-                                               num_classes=entry["mapper"]["num_classes"], score="annotated",
+                                   mapper=dict(name="VideoEvalMapper", size=entry["mapper"]["size"], score="annotated",
                                                transforms=entry["mapper"].get("transforms")),
                                    evaluator=entry["evaluator"], window=dict(size=16, overlap=0))]
         run("per-frame U-Net", base, bcfg)
