@@ -9,11 +9,11 @@ Both add to the usual sample (``core.structures.Sample``) the field
 
 - ``InContextTrainMapper`` (seed 001's single-class protocol): per sample one class ``c`` is drawn among those the
   query volume shows, ``clip_len`` slices containing it are drawn from the query volume (``slices="random"``:
-  seed 001's random slices, kept in slice order; ``"contiguous"``: consecutive slices starting in the class's
-  extent, empty slices included) and ``support_size`` slices containing it come from the support sampler; every
-  support slice is drawn for ``c``. Slices without foreground are never drawn as queries in ``"random"`` mode
-  (seed 001 drops them). A class the volume has on fewer than ``clip_len`` slices falls back to the
-  contiguous window around its slices.
+  seed 001's random slices, kept in slice order; ``"contiguous"``: ``clip_len`` consecutive slices overlapping
+  the class's extent, so its ends and the slices beyond them, where it is absent, are seen too) and
+  ``support_size`` slices containing it come from the support sampler; every support slice is drawn for ``c``.
+  In ``"random"`` mode every query slice shows the class (seed 001 drops the others), so the model never sees it
+  absent; a class the volume has on fewer than ``clip_len`` slices falls back to a contiguous window.
 - ``InContextEvalMapper``: the whole query volume (``VideoEvalMapper``: every annotated slice scored, ``gt_full``
   at native size) and, for every class in turn, ``support_size`` slices of it (deterministic), so S = K ·
   ``support_size``, grouped by class.
@@ -94,12 +94,9 @@ class InContextTrainMapper:
     def _query_slices(self, have: list[int], n: int, rng: np.random.Generator) -> list[int]:
         if self.slices == "random" and len(have) >= self.clip_len:
             return sorted(rng.choice(have, self.clip_len, replace=False).tolist())
-        lo, hi = have[0], have[-1]  # a window of consecutive slices that starts within the class's extent
-        if hi - lo + 1 >= self.clip_len:
-            start = int(rng.integers(lo, hi - self.clip_len + 2))
-        else:  # the class spans fewer slices than the clip: centre the window on it
-            start = (lo + hi + 1) // 2 - self.clip_len // 2
-        start = min(max(start, 0), n - self.clip_len)
+        # consecutive slices overlapping the class's extent: its ends and the slices beyond them are seen too
+        lo, hi = have[0], have[-1]
+        start = int(rng.integers(max(lo - self.clip_len + 1, 0), min(hi, n - self.clip_len) + 1))
         return list(range(start, start + self.clip_len))
 
     def __call__(self, meta: dict, seed: int) -> dict:

@@ -127,10 +127,16 @@ def test_train_mapper_single_class(dataset):
     assert torch.equal(again["video"], s["video"]) and torch.equal(again["support"]["images"], s["support"]["images"])
     seen = {int(mapper(_query(dataset, "c"), seed=k)["support"]["classes"][0]) for k in range(12)}
     assert seen == {0, 1}  # both classes get drawn
-    # class "two" of c spans one slice (< clip_len): the contiguous window around it
-    sample = next(mapper(_query(dataset, "c"), seed=k) for k in range(50)
-                  if int(mapper(_query(dataset, "c"), seed=k)["support"]["classes"][0]) == 1)
-    assert sample["frame_idx"].tolist() == [0, 1, 2]
+    # class "two" of c spans one slice (< clip_len): a contiguous window that contains it
+    windows = {tuple(s["frame_idx"].tolist()) for s in (mapper(_query(dataset, "c"), seed=k) for k in range(60))
+               if int(s["support"]["classes"][0]) == 1}
+    assert windows == {(0, 1, 2), (1, 2, 3)}
+    # "contiguous": windows overlapping the class's extent 4..9 (c has 10 slices), its end and beyond included
+    cont = build(MAPPERS, dict(name="InContextTrainMapper", clip_len=3, size=[8, 8], num_classes=2, slices="contiguous",
+                               support=dict(name="fixed_volume", dataset=NAME), support_size=1))
+    starts = {int(s["frame_idx"][0]) for s in (cont(_query(dataset, "c"), seed=k) for k in range(80))
+              if int(s["support"]["classes"][0]) == 0}
+    assert starts == {2, 3, 4, 5, 6, 7}  # slices 2..3 lie before the class: a window may show it on 1 slice
 
 
 def test_eval_mapper_every_class(dataset):
