@@ -104,3 +104,26 @@ def test_hd95_known_distance_and_empty_cases():
     assert math.isnan(hd95(empty, empty))
     assert math.isnan(hd95(empty, b))  # missed structure: NaN by default ...
     assert hd95(empty, b, missing=28.3) == 28.3  # ... or an explicit penalty
+
+
+def test_hd95_crop_to_the_masks_box_is_exact_at_the_border_and_inside():
+    """hd95 runs its distance transforms on the masks' bounding box (plus one pixel); same value as the full grid."""
+    from scipy import ndimage
+
+    from evaluators.metrics import _surface
+
+    def full_grid(p, g, spacing):
+        sp, sg = _surface(p), _surface(g)
+        to_g = ndimage.distance_transform_edt(~sg, sampling=spacing)
+        to_p = ndimage.distance_transform_edt(~sp, sampling=spacing)
+        return max(np.percentile(to_g[sp], 95), np.percentile(to_p[sg], 95))
+
+    rng = np.random.default_rng(0)
+    for shape in [(9, 12), (6, 10, 11), (5, 7, 9)]:
+        for corner in (0, 2):  # touching the image border, and inside it
+            p, g = np.zeros(shape, bool), np.zeros(shape, bool)
+            p[tuple(slice(corner, corner + 4) for _ in shape)] = True
+            g[tuple(slice(corner + 1, corner + 5) for _ in shape)] = True
+            p &= rng.random(shape) > 0.2
+            spacing = tuple(rng.uniform(0.3, 3.0, size=len(shape)))
+            assert hd95(p, g, spacing=spacing) == pytest.approx(full_grid(p, g, spacing))
