@@ -117,5 +117,5 @@ def test_sam2_incontext_trains_and_evaluates_on_the_fixtures(use, tmp_path, conf
             f"evaluator: {{name: VolumeSegEvaluator}}}}]"]
     assert cli.main(args) == 0
     m = json.loads((out / "eval" / tag / "metrics.json").read_text())
-    assert m["num_volumes"] == len({c for c in DatasetCatalog.get(f"{config}_test") for c in [c["video_id"]]})
+    assert m["num_volumes"] == len({c["video_id"] for c in DatasetCatalog.get(f"{config}_test")})
     assert 0 <= m["mDice3D"] <= 1 and m["mHD95"] >= 0 and len(m["class_names"]) == classes
