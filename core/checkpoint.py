@@ -256,6 +256,10 @@ def check_model_matches(ckpt: dict, path: str | Path, model_name: str, model: to
     missing = [k for k in own if k not in theirs]
     unexpected = [k for k in theirs if k not in own]
     shape = [k for k in own if k in theirs and tuple(own[k].shape) != tuple(theirs[k].shape)]
+    explain = getattr(model, "checkpoint_mismatch", None)  # a model's own reason (UniverSeg: another width)
+    problem = explain(theirs) if (missing or unexpected or shape) and callable(explain) else None
+    if problem:
+        raise CheckpointError(f"Checkpoint {path} does not fit model {model_name!r}: {problem}")
     if missing or unexpected or shape:
         raise CheckpointError(
             f"Checkpoint {path} does not fit model {model_name!r}: {len(missing)} missing keys {missing[:3]}, "

@@ -14,13 +14,21 @@ Both add to the usual sample (``core.structures.Sample``) the field
   ``support_size`` slices containing it come from the support sampler; every support slice is drawn for ``c``.
   In ``"random"`` mode every query slice shows the class (seed 001 drops the others), so the model never sees it
   absent; a class the volume has on fewer than ``clip_len`` slices falls back to a contiguous window.
+  ``augment=dict(in_task=..., task=...)``: UniverSeg's episode augmentation (``episode_augment.py``): a draw per
+  image, and one for the whole task.
 - ``InContextEvalMapper``: the whole query volume (``VideoEvalMapper``: every annotated slice scored, ``gt_full``
   at native size) and, for every class in turn, ``support_size`` slices of it (deterministic), so S = K ·
-  ``support_size``, grouped by class.
+  ``support_size``, grouped by class. ``queries="annotated"``: only the video's annotated frames, in order (echo,
+  where 5-7 of ~60 frames are labelled; every one scored). ``support_draw=d``: the support of draw ``d`` (the
+  sampler gets a generator seeded by the query's video id, ``d`` and the class: ``random_slices`` and
+  ``fixed_volume`` then pick at random, the same picks for every model), for ensembles over support draws;
+  None: the sampler's deterministic default.
 
 Randomness comes from the sample's seed (training) or is absent (evaluation), as in the clip mappers.
 """
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 import torch
@@ -33,6 +41,7 @@ from data_schedule.sources.nifti import DataError
 from data_schedule.support import class_slices
 
 SLICE_DRAWS = ("random", "contiguous")
+QUERY_FRAMES = ("all", "annotated")
 
 
 def _resized(frames: torch.Tensor, labels: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,7 +89,8 @@ class InContextTrainMapper:
 
     def __init__(self, clip_len: int = 8, size: list[int] = (128, 128), num_classes: int = 4,
                  support: dict | None = None, support_size: int = 4, slices: str = "random",
-                 transforms: list[dict] | None = None):
+                 transforms: list[dict] | None = None, augment: dict | None = None):
+        from data_schedule.mappers.episode_augment import EpisodeAugment
         from data_schedule.transforms import build_transforms
 
         if clip_len < 1:
@@ -90,6 +100,11 @@ class InContextTrainMapper:
         self.clip_len, self.size, self.num_classes, self.slices = int(clip_len), tuple(size), int(num_classes), slices
         self.transforms = None if transforms is None else build_transforms(transforms)
         self.support = _Support(support, support_size, self.size, self.num_classes, self.transforms)
+        augment = dict(augment or {})
+        unknown = sorted(set(augment) - {"in_task", "task"})
+        if unknown:
+            raise ConfigError(f"mapper.augment: unknown key(s) {unknown}; expected in_task and/or task")
+        self.augment = EpisodeAugment(**augment) if augment else None
 
     def _query_slices(self, have: list[int], n: int, rng: np.random.Generator) -> list[int]:
         if self.slices == "random" and len(have) >= self.clip_len:
@@ -116,6 +131,8 @@ class InContextTrainMapper:
         sample = _to_sample(frames, labels, has_ann, indices, self.num_classes, clip_meta, None)
         picks = self.support.sampler(meta, c, self.support.support_size, rng, indices, self.num_classes)
         sample["support"] = self.support.read(picks, [c] * len(picks))
+        if self.augment is not None:
+            sample = self.augment(sample, c, rng)
         return sample
 
 
@@ -125,16 +142,37 @@ class InContextEvalMapper(VideoEvalMapper):
 
     def __init__(self, size: list[int] = (128, 128), num_classes: int = 4, support: dict | None = None,
                  support_size: int = 4, max_frames: int | None = None, transforms: list[dict] | None = None,
-                 score: str = "annotated"):
+                 score: str = "annotated", queries: str = "all", support_draw: int | None = None):
         super().__init__(size, num_classes, max_frames, transforms, score)
         self.support = _Support(support, support_size, self.size, self.num_classes, self.transforms)
+        if queries not in QUERY_FRAMES:
+            raise ConfigError(f"mapper.queries must be one of {', '.join(QUERY_FRAMES)}, got {queries!r}")
+        if support_draw is not None and int(support_draw) < 0:
+            raise ConfigError(f"mapper.support_draw must be None or >= 0, got {support_draw}")
+        self.queries, self.support_draw = queries, None if support_draw is None else int(support_draw)
+
+    def _rng(self, meta: dict, c: int) -> np.random.Generator | None:
+        if self.support_draw is None:
+            return None  # the sampler's deterministic default
+        return np.random.default_rng([zlib.crc32(str(meta["video_id"]).encode()), self.support_draw, c])
 
     def __call__(self, meta: dict, seed: int | None = None) -> dict:
-        sample = super().__call__(meta, seed)
+        if self.queries == "annotated":  # only the scored frames, in frame order, each scored
+            annotated = meta.get("annotated_frames")
+            if annotated is None:
+                annotated = sorted(meta["cache"].labels()) if meta.get("labeled", True) else []
+            frames = sorted(set(int(f) for f in annotated))
+            if not frames:
+                raise DataError(f"{meta['video_id']}: mapper.queries='annotated' but the video has no annotated "
+                                f"frame")
+            sample = self._scored_sample(meta, frames, list(range(len(frames))))
+        else:
+            sample = super().__call__(meta, seed)
         picks, cls = [], []
-        everything = list(range(int(meta["num_frames"])))
+        everything = [int(f) for f in sample["frame_idx"].tolist()]
         for c in range(self.num_classes):
-            got = self.support.sampler(meta, c, self.support.support_size, None, everything, self.num_classes)
+            got = self.support.sampler(meta, c, self.support.support_size, self._rng(meta, c), everything,
+                                       self.num_classes)
             picks += got
             cls += [c] * len(got)
         sample["support"] = self.support.read(picks, cls)

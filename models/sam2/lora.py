@@ -42,29 +42,33 @@ def _matches(name: str, target: str | list[str]) -> bool:
     return any(name == t or name.endswith("." + t) for t in target)
 
 
-def lora_targets(model: nn.Module, target: str | list[str]) -> list[str]:
-    """Names of the Linear layers ``target`` (a preset, regex or suffix list) selects; none is an error naming the
-    closest Linear layers."""
-    target = LORA_PRESETS.get(target, target) if isinstance(target, str) else list(target)
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and "lora_" not in n]
+def lora_targets(model: nn.Module, target: str | list[str], layer_types: tuple[type, ...] = (nn.Linear,),
+                 presets: dict[str, str] | None = None) -> list[str]:
+    """Names of the layers of ``layer_types`` (Linear for SAM2; UniverSeg passes Conv2d) that ``target`` (a preset,
+    regex or suffix list) selects; none is an error naming the closest such layers."""
+    presets = LORA_PRESETS if presets is None else presets
+    target = presets.get(target, target) if isinstance(target, str) else list(target)
+    kind = "/".join(t.__name__ for t in layer_types)
+    linears = [n for n, m in model.named_modules() if isinstance(m, layer_types) and "lora_" not in n]
     hits = [n for n in linears if _matches(n, target)]
     missing = [t for t in target if not any(_matches(n, [t]) for n in linears)] if isinstance(target, list) else []
     if not hits or missing:
         what = missing or [target]
         pool = linears if isinstance(target, str) else sorted({n.split(".")[-1] for n in linears} | set(linears))
         near = difflib.get_close_matches(str(what[0]), pool, n=4, cutoff=0.0)
-        raise ConfigError(f"LoRA target {what[0]!r} matches no Linear layer of {type(model).__name__}; closest: "
-                          f"{', '.join(near)} (presets: {', '.join(LORA_PRESETS)})")
+        raise ConfigError(f"LoRA target {what[0]!r} matches no {kind} layer of {type(model).__name__}; closest: "
+                          f"{', '.join(near)} (presets: {', '.join(presets)})")
     return hits
 
 
 def add_lora(model: nn.Module, target: str | list[str] = "attention", r: int = 8, alpha: float = 16.0,
-             dropout: float = 0.0, freeze_base: bool = True) -> nn.Module:
+             dropout: float = 0.0, freeze_base: bool = True, layer_types: tuple[type, ...] = (nn.Linear,),
+             presets: dict[str, str] | None = None) -> nn.Module:
     """Inject LoRA adapters (in place; returns ``model``). ``freeze_base``: only the adapters train (peft's
     default); False leaves the base parameters' ``requires_grad`` as they were."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    names = lora_targets(model, target)
+    names = lora_targets(model, target, layer_types, presets)
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     inject_adapter_in_model(LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=names), model)
     if not freeze_base:

@@ -152,3 +152,38 @@ def test_eval_mapper_every_class(dataset):
                                                                                      dataset=NAME), support_size=0))
     with pytest.raises(ConfigError, match="must name a support sampler"):
         build(MAPPERS, dict(name="InContextEvalMapper", num_classes=2))
+
+
+def test_eval_mapper_annotated_queries_and_support_draws(dataset):
+    base = dict(name="InContextEvalMapper", size=[8, 8], num_classes=2, support_size=2,
+                support=dict(name="random_slices", dataset=NAME))
+    sparse = {**_query(dataset, "c"), "annotated_frames": [7, 2, 5]}
+    s = build(MAPPERS, dict(base, queries="annotated"))(sparse)
+    assert s["frame_idx"].tolist() == [2, 5, 7] and s["scored"].all() and s["gt_full"].shape == (3, H, H)
+    assert s["video"].shape == (3, 3, 8, 8)
+    full = build(MAPPERS, base)(_query(dataset, "c"))
+    assert torch.equal(s["video"], full["video"][[2, 5, 7]])  # the same frames as in the whole-video sample
+
+    def picks(draw):
+        m = build(MAPPERS, dict(base, support_draw=draw))
+        return [m(_query(dataset, q))["support"]["images"] for q in ("b", "c")]
+
+    assert all(torch.equal(x, y) for x, y in zip(picks(1), picks(1)))  # a draw is reproducible
+    assert not all(torch.equal(x, y) for x, y in zip(picks(1), picks(2)))  # another draw, another support
+    default = [build(MAPPERS, base)(_query(dataset, q))["support"]["images"] for q in ("b", "c")]
+    assert all(torch.equal(x, y) for x, y in zip(picks(None), default))
+    with pytest.raises(ConfigError, match="mapper.queries must be one of all, annotated"):
+        build(MAPPERS, dict(base, queries="labelled"))
+    with pytest.raises(ConfigError, match="support_draw must be None or >= 0"):
+        build(MAPPERS, dict(base, support_draw=-1))
+
+
+def test_train_mapper_augment_keys(dataset):
+    base = dict(name="InContextTrainMapper", clip_len=3, size=[8, 8], num_classes=2,
+                support=dict(name="fixed_volume", dataset=NAME), support_size=2)
+    with pytest.raises(ConfigError, match=r"mapper.augment: unknown key\(s\) \['intask'\]"):
+        build(MAPPERS, dict(base, augment=dict(intask={})))
+    plain, aug = build(MAPPERS, base), build(MAPPERS, dict(base, augment=dict(in_task=dict(p=1.0))))
+    a, b = plain(_query(dataset, "c"), seed=4), aug(_query(dataset, "c"), seed=4)
+    assert a["frame_idx"].tolist() == b["frame_idx"].tolist()  # the same episode, augmented
+    assert not torch.equal(a["video"], b["video"]) and b["support"]["images"].shape == a["support"]["images"].shape

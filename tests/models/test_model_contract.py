@@ -33,6 +33,7 @@ CPU_CONFIGS = {
     "SAM2": ("configs/cardiac/sam2_tiny.py", dict(sam2=dict(config="cpu_tiny", image_size=64))),
     "SAMURAI": ("configs/cardiac/samurai_tiny.py", dict(sam2=dict(config="cpu_tiny", image_size=64))),
     "SAM2InContext": ("configs/ct_synth/sam2_incontext_tiny.py", dict(sam2=dict(config="cpu_tiny", image_size=64))),
+    "UniverSeg": ("configs/ct_synth/universeg_tiny.py", dict(encoder=[8, 8, 8], decoder=[8, 8])),
 }
 B, T, SIZE = 2, 3, 64
 
