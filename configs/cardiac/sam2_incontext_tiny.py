@@ -5,7 +5,7 @@
 # sample, 4 of the video's annotated frames as queries, 4 support frames. Evaluated on every annotated frame of
 # the test videos (queries="annotated"), 4 support frames per chamber.
 _base_ = ["../_base_/runtime.py", "../_base_/echo_synth_random.py"]
-_support = dict(name="random_slices", dataset="echo_synth_random_train")
+_support = dict(name="random_slices", dataset="echo_synth_random_train", min_pixels=64)
 _crop = [dict(name="FanCrop")]
 model = dict(
     name="SAM2InContext",
@@ -14,9 +14,10 @@ model = dict(
     memory_selector=None,
     sam2_train="full",
 )
-train = dict(max_iter=800, eval_period=400, checkpoint_period=400, batch_size=2, find_unused_parameters=True)
+train = dict(max_iter=600, eval_period=300, checkpoint_period=300, batch_size=2, find_unused_parameters=True)
 optim = dict(base_lr=1e-3, scheduler=dict(warmup_iters=50))
 data = dict(
+    eval_mapper=None,  # the evaluation below has its own mapper (and FLOPs are counted with it)
     train_mapper=dict(_delete_=True, name="InContextTrainMapper", clip_len=4, size=[128, 128], support=_support,
                       support_size=4, slices="random", transforms=_crop),
     evaluate=[dict(name="echo_synth_random_test", tag="echo_synth_random_test_frames", per_video=True,

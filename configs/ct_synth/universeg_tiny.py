@@ -6,7 +6,7 @@
 # whole episode). Evaluated on whole test volumes (3D Dice / HD95 per organ), 8 support slices per organ.
 # Support-size sweep and the comparison with SAM2 in-context and the U-Net: benchmarks/incontext_comparison.py.
 _base_ = ["../_base_/runtime.py"]
-_support = dict(name="random_slices", dataset="ct_synth_train")
+_support = dict(name="random_slices", dataset="ct_synth_train", min_pixels=32)  # ≥ 8 px at 64²
 _window = [dict(name="IntensityWindow", low=-160, high=240)]  # abdominal soft-tissue window (HU)
 model = dict(name="UniverSeg", num_classes=4, encoder=[32, 32, 32, 32], decoder=[32, 32, 32], dice_weight=1.0,
              checkpoint=None, train_mode="full")  # adaptation: checkpoint=<a UniverSeg run>, train_mode="lora"

@@ -38,7 +38,7 @@ from core.errors import ConfigError
 from core.registry import MAPPERS, SUPPORT_SAMPLERS, build
 from data_schedule.mappers.clip_mapper import VideoEvalMapper, _read_clip, _to_sample
 from data_schedule.sources.nifti import DataError
-from data_schedule.support import class_slices
+from data_schedule.support import SupportError, class_slices
 
 SLICE_DRAWS = ("random", "contiguous")
 QUERY_FRAMES = ("all", "annotated")
@@ -76,6 +76,11 @@ class _Support:
             frames, labels = _resized(frames, labels, self.size)
             part = _to_sample(frames, labels, torch.ones(j - i, dtype=torch.bool), [s for _, s in picks[i:j]],
                               self.num_classes, {**meta, "frame_idx": picks[i][1]}, None)
+            for n, (vol_, t) in enumerate(picks[i:j]):
+                if not part["masks"][n, cls[i + n]].any():
+                    raise SupportError(f"support slice {t} of {vol_['video_id']!r} shows class {cls[i + n]} at "
+                                       f"native size but not at the mapper's size {tuple(self.size)}; raise "
+                                       f"support.min_pixels (now {self.sampler.min_pixels}) or the mapper's size")
             images.append(part["video"])
             masks.append(part["masks"])
             i = j

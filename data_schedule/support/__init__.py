@@ -5,7 +5,8 @@ volumes show a model the class it must segment in a query.
     picks = sampler(query_meta, cls=2, size=4, rng=np.random.default_rng(0), query_slices=[10, 11, 12])
     # -> [(support volume's meta, slice index), ...]: 4 slices that contain class 2, in slice order
 
-Samplers (every pick contains the class; the query's own volume is never its support):
+Samplers (every pick contains the class, on at least ``min_pixels`` native pixels — raise it when the mapper
+shrinks the slices, so a sliver does not vanish in the resize; the query's own volume is never its support):
 - ``fixed_volume`` (seed 001): one volume of ``dataset`` (``volume``: its video id, default the dataset's first)
   is the support of every query; its slices containing the class, evenly spaced over the class's extent
   (``draw="even"``) or drawn at random (``"random"``); ``"auto"``: random when the caller passes an ``rng``
@@ -52,19 +53,22 @@ def class_values(meta: dict, num_classes: int) -> list[list[int]]:
     return [[int(v) for v in vs] for vs in values]
 
 
-def class_slices(meta: dict, num_classes: int) -> list[list[int]]:
-    """For each class, the sorted slices (frames) of the meta's volume that contain it (annotated frames only)."""
+def class_slices(meta: dict, num_classes: int, min_pixels: int = 1) -> list[list[int]]:
+    """For each class, the sorted slices (frames) of the meta's volume that contain it (annotated frames only) on
+    at least ``min_pixels`` pixels at native resolution."""
     values = class_values(meta, num_classes)
     key = (meta["cache"].where, meta["video_id"], tuple(map(tuple, values)))
-    if key not in _SLICES:
-        out: list[list[int]] = [[] for _ in values]
+    if key not in _SLICES:  # pixel counts per (slice, class), once per volume and process
+        counts: list[list[tuple[int, int]]] = [[] for _ in values]
         for t, lab in sorted(meta["cache"].labels().items()):
-            present = np.unique(np.asarray(lab))
+            lab = np.asarray(lab)
+            present, n = np.unique(lab, return_counts=True)
             for k, vs in enumerate(values):
-                if np.isin(vs, present).any():
-                    out[k].append(int(t))
-        _SLICES[key] = out
-    return _SLICES[key]
+                c = int(n[np.isin(present, vs)].sum())
+                if c:
+                    counts[k].append((int(t), c))
+        _SLICES[key] = counts
+    return [[t for t, c in per if c >= min_pixels] for per in _SLICES[key]]
 
 
 def volumes(dataset: str) -> list[dict]:
@@ -86,7 +90,10 @@ class SupportSampler:
     """``sampler(query, cls, size, rng=None, query_slices=None, num_classes=None) -> [(meta, slice), ...]``:
     ``size`` distinct slices containing class ``cls`` (0-based), grouped by volume and in slice order."""
 
-    def __init__(self, dataset: str):
+    def __init__(self, dataset: str, min_pixels: int = 1):
+        if int(min_pixels) < 1:
+            raise ConfigError(f"support.min_pixels must be >= 1, got {min_pixels}")
+        self.min_pixels = int(min_pixels)
         if not dataset:
             raise ConfigError(f"{type(self).__name__}: set the support dataset (support.dataset=<a registered "
                               f"training split>)")
@@ -126,8 +133,8 @@ def _k(num_classes: int | None, meta: dict) -> int:
 class fixed_volume(SupportSampler):
     """Seed 001's support: one training volume for every query (see the module docstring)."""
 
-    def __init__(self, dataset: str = "", volume: str | None = None, draw: str = "auto"):
-        super().__init__(dataset)
+    def __init__(self, dataset: str = "", volume: str | None = None, draw: str = "auto", min_pixels: int = 1):
+        super().__init__(dataset, min_pixels)
         if draw not in ("auto", "even", "random"):
             raise ConfigError(f"support.draw must be auto, even or random, got {draw!r}")
         self.volume, self.draw = volume, draw
@@ -152,7 +159,7 @@ class fixed_volume(SupportSampler):
 
     def __call__(self, query, cls, size, rng=None, query_slices=None, num_classes=None):
         vol = self.support_volume(query)
-        slices = class_slices(vol, _k(num_classes, vol))[cls]
+        slices = class_slices(vol, _k(num_classes, vol), self.min_pixels)[cls]
         where = f"volume {vol['video_id']!r} of {self.dataset!r}"
         if not slices:
             raise SupportError(f"support {where} has no slice with {_class_name(self.dataset, cls)}; choose another "
@@ -183,7 +190,7 @@ def _fill(picks: list[int], size: int, n: int) -> list[int]:
 
 
 def _pool(sampler: SupportSampler, query: dict, cls: int, num_classes: int | None) -> list[tuple[dict, int]]:
-    pool = [(v, s) for v in sampler._others(query) for s in class_slices(v, _k(num_classes, v))[cls]]
+    pool = [(v, s) for v in sampler._others(query) for s in class_slices(v, _k(num_classes, v), sampler.min_pixels)[cls]]
     if not pool:
         raise SupportError(f"support dataset {sampler.dataset!r}: no volume other than the query "
                            f"{query.get('video_id')!r} has a slice with {_class_name(sampler.dataset, cls)}")
@@ -194,8 +201,8 @@ def _pool(sampler: SupportSampler, query: dict, cls: int, num_classes: int | Non
 class random_slices(SupportSampler):
     """``size`` random slices containing the class, from every other volume of ``dataset``."""
 
-    def __init__(self, dataset: str = ""):
-        super().__init__(dataset)
+    def __init__(self, dataset: str = "", min_pixels: int = 1):
+        super().__init__(dataset, min_pixels)
 
     def __call__(self, query, cls, size, rng=None, query_slices=None, num_classes=None):
         pool = _pool(self, query, cls, num_classes)
@@ -210,8 +217,8 @@ class random_slices(SupportSampler):
 class nearest_position(SupportSampler):
     """The ``size`` slices containing the class, in the other volumes, nearest the query's relative position."""
 
-    def __init__(self, dataset: str = ""):
-        super().__init__(dataset)
+    def __init__(self, dataset: str = "", min_pixels: int = 1):
+        super().__init__(dataset, min_pixels)
 
     def __call__(self, query, cls, size, rng=None, query_slices=None, num_classes=None):
         pool = _pool(self, query, cls, num_classes)

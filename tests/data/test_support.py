@@ -67,6 +67,11 @@ def test_class_slices(dataset):
     assert class_slices(_query(dataset, "b"), 2) == [[0, 1, 2], []]
     merged = {**_query(dataset, "c"), "class_values": [[1, 2]]}  # one class made of two label values
     assert class_slices(merged, 1) == [[1, 4, 5, 6, 7, 8, 9]]
+    # 4×4 squares; on slice 5 class two covers 4 of class one's pixels
+    assert class_slices(_query(dataset, "a"), 2, min_pixels=16) == [[2, 3, 4], [5, 6, 7, 8]]
+    assert class_slices(_query(dataset, "a"), 2, min_pixels=17) == [[], []]
+    with pytest.raises(ConfigError, match="support.min_pixels must be >= 1"):
+        build(SUPPORT_SAMPLERS, dict(name="random_slices", dataset=NAME, min_pixels=0))
 
 
 def test_fixed_volume_even_random_and_self(dataset):
@@ -152,6 +157,12 @@ def test_eval_mapper_every_class(dataset):
                                                                                      dataset=NAME), support_size=0))
     with pytest.raises(ConfigError, match="must name a support sampler"):
         build(MAPPERS, dict(name="InContextEvalMapper", num_classes=2))
+    # a 4×4 square shrunk to 2×2 pixels by nearest sampling vanishes: one line naming the slice
+    tiny = build(MAPPERS, dict(name="InContextEvalMapper", size=[2, 2], num_classes=2,
+                               support=dict(name="fixed_volume", dataset=NAME), support_size=2))
+    with pytest.raises(SupportError, match=r"support slice \d+ of 'a' shows class 0 at native size but not at the "
+                                           r"mapper's size \(2, 2\); raise support.min_pixels \(now 1\)"):
+        tiny(_query(dataset, "c"))
 
 
 def test_eval_mapper_annotated_queries_and_support_draws(dataset):
