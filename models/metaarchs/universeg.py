@@ -23,7 +23,8 @@ paper, and that keeps LoRA and checkpoint loading under our control.
 Inputs are grey in [0, 1] (the first channel of our 3-channel frames). The support comes from the batch's
 ``support`` field (``data_schedule/mappers/incontext.py``: images S×3×H×W, masks S×K×H×W, classes S); class c uses
 the support slices drawn for c. Loss: binary cross-entropy + soft Dice per target. ``predict``: sigmoid
-probabilities B×T×K×H×W (classes independent).
+probabilities B×T×K×H×W (classes independent; a class without support items is predicted absent, an empty
+support set is an error).
 
 Adaptation: ``checkpoint`` loads start weights from a UniverSeg checkpoint of the same widths (another width is a
 one-line error naming both); ``train_mode="lora"`` then freezes them and trains ``peft`` LoRA adapters on the
@@ -202,12 +203,12 @@ class UniverSeg(MetaArch):
                               f"class {c}; every support item must show the class")
         return images, masks
 
-    def _require_support(self, batch: dict, i: int, c: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-        got = self._support(batch, i, c, h, w)
-        if got is None:
-            raise ConfigError(f"UniverSeg: sample {i} has no support item for class {c} (support size 0); set "
-                              f"the mapper's support_size >= 1")
-        return got
+    @staticmethod
+    def _check_not_empty(batch: dict) -> None:
+        sup = batch.get("support")
+        if isinstance(sup, dict) and "classes" in sup and sup["classes"].shape[-1] == 0:
+            raise ConfigError("UniverSeg: the support set is empty (support size 0); set the mapper's "
+                              "support_size >= 1")
 
     def _logits(self, frames: torch.Tensor, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """T×3×H×W query frames, S support items -> T×H×W logits (targets in chunks of ``target_batch``)."""
@@ -222,12 +223,13 @@ class UniverSeg(MetaArch):
         return torch.cat(out)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        self._check_not_empty(batch)
         video, masks = batch["video"], batch["masks"]
         b, t, _, h, w = video.shape
         bce, dice, n = video.new_zeros(()), video.new_zeros(()), 0
         for i in range(b):
             for c in batch["support"]["classes"][i].unique().tolist():
-                got = self._require_support(batch, i, int(c), h, w)
+                got = self._support(batch, i, int(c), h, w)
                 logits = self._logits(video[i], *got)
                 target = masks[i][:, int(c)].float()
                 ann = batch["has_ann"][i].bool()
@@ -241,10 +243,13 @@ class UniverSeg(MetaArch):
 
     @torch.no_grad()
     def predict(self, batch: dict) -> dict[str, torch.Tensor]:
+        self._check_not_empty(batch)
         video = batch["video"]
         b, t, _, h, w = video.shape
         probs = video.new_zeros(b, t, self.num_classes, h, w)
         for i in range(b):
             for c in range(self.num_classes):
-                probs[i, :, c] = self._logits(video[i], *self._require_support(batch, i, c, h, w)).sigmoid()
+                got = self._support(batch, i, c, h, w)
+                if got is not None:  # a class without support items is predicted absent
+                    probs[i, :, c] = self._logits(video[i], *got).sigmoid()
         return {"probs": probs}
