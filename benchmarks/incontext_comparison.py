@@ -26,7 +26,9 @@ Reported per method and support size: Dice per class (draw 0), mean Dice over cl
 spread over draws), the ensemble's mean Dice, #params, GMACs per query frame (all classes, one support set,
 support encoding amortised over the sample's frames; fvcore / torch's FLOP counter) and seconds per query frame
 (all classes, one support set; wall time of ``predict`` on this machine, one process). Writes
-``incontext_comparison.json`` / ``.md`` and ``incontext_comparison.png`` (Dice vs support size) into ``--out``.
+``incontext_comparison.json`` / ``.md`` and ``incontext_comparison.png`` (Dice vs support size) into ``--out``, and
+one ``incontext_comparison_<dataset>.json`` per dataset: a later call with other ``--datasets`` into the same
+``--out`` adds its rows to those (so the two datasets can run as two processes).
 """
 from __future__ import annotations
 
@@ -206,6 +208,13 @@ def main(argv=None) -> int:
                       f"{row['mDice_std']:.4f}" + (f"  ensemble {ens:.4f}" if ens is not None else "") +
                       f"  {row['s_per_frame']:.3f} s/frame", flush=True)
             del model
+        (out / f"incontext_comparison_{ds}.json").write_text(json.dumps(rep, indent=1) + "\n")
+    for ds in RUNS:  # datasets of an earlier call into the same --out join the table and the plot
+        path = out / f"incontext_comparison_{ds}.json"
+        if ds not in report["datasets"] and path.exists():
+            report["datasets"][ds] = json.loads(path.read_text())
+            print(f"{ds}: from the earlier run {path}", flush=True)
+    report["datasets"] = {ds: report["datasets"][ds] for ds in RUNS if ds in report["datasets"]}
     (out / "incontext_comparison.json").write_text(json.dumps(report, indent=1) + "\n")
     md = markdown(report)
     (out / "incontext_comparison.md").write_text(md)
@@ -261,6 +270,7 @@ def plot(report: dict, path: Path) -> None:
                 ax.plot(xs, [r["mDice_ensemble"] for r in rows], marker="s", ls="--", color=colors[method],
                         label=f"{method}, ensemble of {rows[0]['draws']}")
         ax.set_xscale("log", base=2)
+        ax.set_ylim(0, 1)
         ax.set_xticks(report["sizes"], [str(s) for s in report["sizes"]])
         ax.set_xlabel("support size (labelled slices per class)")
         ax.set_ylabel("mean Dice" + (" (3D)" if ds == "ct_synth" else ""))
