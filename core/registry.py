@@ -71,6 +71,7 @@ SCHEDULERS = Registry("SCHEDULERS")
 HOOKS = Registry("HOOKS")
 MEMORY_SELECTORS = Registry("MEMORY_SELECTORS")  # which past frames a SAM2-family tracker keeps as memories
 SUPPORT_SAMPLERS = Registry("SUPPORT_SAMPLERS")  # which labelled slices/frames form an in-context support set
+MASK_TOKENIZERS = Registry("MASK_TOKENIZERS")  # label map <-> token sequence (autoregressive segmentation)
 
 
 def forwards(*targets: Callable) -> Callable:
