@@ -64,6 +64,15 @@ def _read_clip(meta: dict, indices: list[int], transforms=None) -> tuple[torch.T
     return frames, torch.from_numpy(np.ascontiguousarray(labels)), has_ann, meta
 
 
+def annotated_frames(meta: dict) -> list[int]:
+    """The video's annotated frames, sorted: the register's ``annotated_frames``, else the cached labels' frames
+    (none for an unlabelled video)."""
+    annotated = meta.get("annotated_frames")
+    if annotated is None:
+        annotated = sorted(meta["cache"].labels()) if meta.get("labeled", True) else []
+    return sorted(set(int(f) for f in annotated))
+
+
 def _to_sample(frames: torch.Tensor, labels: torch.Tensor, has_ann: torch.Tensor, indices: list[int],
                num_classes: int, meta: dict, scored_t: list[int] | None) -> dict:
     video = frames.float().div_(255.0).expand(-1, 3, -1, -1).contiguous()  # grey repeated to 3 channels
@@ -181,10 +190,7 @@ class VideoEvalMapper(_ClipMapper):
             raise DataError(f"{meta['video_id']}: {n} frames, more than the mapper's max_frames={self.max_frames}")
         scored_frames = sorted(set(meta.get("scored_frames", [meta["frame_idx"]])))
         if self.score == "annotated":
-            annotated = meta.get("annotated_frames")
-            if annotated is None:
-                annotated = sorted(meta["cache"].labels()) if meta.get("labeled", True) else []
-            scored_frames = sorted(set(int(f) for f in annotated)) or scored_frames
+            scored_frames = annotated_frames(meta) or scored_frames
         if not all(0 <= f < n for f in scored_frames):
             raise DataError(f"{meta['video_id']}: scored frames {scored_frames} outside 0..{n - 1}")
         return self._scored_sample(meta, list(range(n)), scored_frames)  # clip positions = frame numbers

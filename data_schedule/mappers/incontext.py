@@ -36,7 +36,7 @@ from torchvision.transforms import v2
 
 from core.errors import ConfigError
 from core.registry import MAPPERS, SUPPORT_SAMPLERS, build
-from data_schedule.mappers.clip_mapper import VideoEvalMapper, _read_clip, _to_sample
+from data_schedule.mappers.clip_mapper import VideoEvalMapper, _read_clip, _to_sample, annotated_frames
 from data_schedule.sources.nifti import DataError
 from data_schedule.support import SupportError, class_slices
 
@@ -163,10 +163,7 @@ class InContextEvalMapper(VideoEvalMapper):
 
     def __call__(self, meta: dict, seed: int | None = None) -> dict:
         if self.queries == "annotated":  # only the scored frames, in frame order, each scored
-            annotated = meta.get("annotated_frames")
-            if annotated is None:
-                annotated = sorted(meta["cache"].labels()) if meta.get("labeled", True) else []
-            frames = sorted(set(int(f) for f in annotated))
+            frames = annotated_frames(meta)
             if not frames:
                 raise DataError(f"{meta['video_id']}: mapper.queries='annotated' but the video has no annotated "
                                 f"frame")

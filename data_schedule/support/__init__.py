@@ -190,7 +190,8 @@ def _fill(picks: list[int], size: int, n: int) -> list[int]:
 
 
 def _pool(sampler: SupportSampler, query: dict, cls: int, num_classes: int | None) -> list[tuple[dict, int]]:
-    pool = [(v, s) for v in sampler._others(query) for s in class_slices(v, _k(num_classes, v), sampler.min_pixels)[cls]]
+    pool = [(v, s) for v in sampler._others(query)
+            for s in class_slices(v, _k(num_classes, v), sampler.min_pixels)[cls]]
     if not pool:
         raise SupportError(f"support dataset {sampler.dataset!r}: no volume other than the query "
                            f"{query.get('video_id')!r} has a slice with {_class_name(sampler.dataset, cls)}")

@@ -41,6 +41,7 @@ from torch import nn
 from core.errors import CheckpointError, ConfigError
 from core.registry import MODELS
 from models.base import MetaArch, check_choice
+from models.sam2.loss import dice_loss
 
 TRAIN_MODES = ("full", "lora")
 #: LoRA targets (peft regex on full module names): every convolution of the network, or only the CrossConvs'
@@ -229,14 +230,14 @@ class UniverSeg(MetaArch):
         bce, dice, n = video.new_zeros(()), video.new_zeros(()), 0
         for i in range(b):
             for c in batch["support"]["classes"][i].unique().tolist():
-                got = self._support(batch, i, int(c), h, w)
-                logits = self._logits(video[i], *got)
-                target = masks[i][:, int(c)].float()
                 ann = batch["has_ann"][i].bool()
-                bce = bce + F.binary_cross_entropy_with_logits(logits[ann], target[ann])
-                p = logits[ann].sigmoid().flatten(1)
-                g = target[ann].flatten(1)
-                dice = dice + (1 - (2 * (p * g).sum(1) + 1) / (p.sum(1) + g.sum(1) + 1)).mean()
+                if not ann.any():  # no labelled query frame: nothing to learn from this task
+                    continue
+                got = self._support(batch, i, int(c), h, w)
+                logits = self._logits(video[i][ann], *got)  # only the labelled frames enter the loss
+                target = masks[i][ann, int(c)].float()
+                bce = bce + F.binary_cross_entropy_with_logits(logits, target)
+                dice = dice + dice_loss(logits, target).mean()
                 n += 1
         n = max(n, 1)
         return {"loss_bce": bce / n, "loss_dice": self.dice_weight * dice / n}

@@ -49,12 +49,12 @@ def lora_targets(model: nn.Module, target: str | list[str], layer_types: tuple[t
     presets = LORA_PRESETS if presets is None else presets
     target = presets.get(target, target) if isinstance(target, str) else list(target)
     kind = "/".join(t.__name__ for t in layer_types)
-    linears = [n for n, m in model.named_modules() if isinstance(m, layer_types) and "lora_" not in n]
-    hits = [n for n in linears if _matches(n, target)]
-    missing = [t for t in target if not any(_matches(n, [t]) for n in linears)] if isinstance(target, list) else []
+    layers = [n for n, m in model.named_modules() if isinstance(m, layer_types) and "lora_" not in n]
+    hits = [n for n in layers if _matches(n, target)]
+    missing = [t for t in target if not any(_matches(n, [t]) for n in layers)] if isinstance(target, list) else []
     if not hits or missing:
         what = missing or [target]
-        pool = linears if isinstance(target, str) else sorted({n.split(".")[-1] for n in linears} | set(linears))
+        pool = layers if isinstance(target, str) else sorted({n.split(".")[-1] for n in layers} | set(layers))
         near = difflib.get_close_matches(str(what[0]), pool, n=4, cutoff=0.0)
         raise ConfigError(f"LoRA target {what[0]!r} matches no {kind} layer of {type(model).__name__}; closest: "
                           f"{', '.join(near)} (presets: {', '.join(presets)})")
