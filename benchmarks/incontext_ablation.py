@@ -30,21 +30,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _runs import load_run  # noqa: E402
+
 SELECTORS = {"recent": {"name": "recent"}, "score": {"name": "score"}, "similarity": {"name": "similarity"},
              "oracle": {"name": "oracle"}}
-
-
-def _load(path: Path, device):
-    from core.checkpoint import load_checkpoint
-    from core.config import config_from_container
-    from main import set_roots
-    from trainers.train_loop import load_model
-
-    ckpt = load_checkpoint(path)
-    cfg = config_from_container(ckpt["config"], f"checkpoint {path}", ["log.wandb.enabled=false",
-                                                                        "log.tensorboard=false"])
-    set_roots(cfg)
-    return load_model(cfg, device, ckpt, path).eval(), cfg, ckpt
 
 
 def _entry(cfg) -> dict:
@@ -95,7 +84,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     setup_logger(out, 0)
     device = default_device()
-    model, cfg, ckpt = _load(Path(args.ckpt), device)
+    model, cfg, ckpt = load_run(Path(args.ckpt), device)
     entry = _entry(cfg)
     rows: dict[str, dict] = {}
 
@@ -111,7 +100,7 @@ def main(argv=None) -> int:
               f"  ({res['eval_s']} s)", flush=True)
 
     if args.baseline:
-        base, bcfg, _ = _load(Path(args.baseline), device)
+        base, bcfg, _ = load_run(Path(args.baseline), device)
         bcfg = bcfg.copy()
         bcfg.data.evaluate = [dict(name=entry["name"], tag=entry.get("tag", entry["name"]), per_video=True,
                                    mapper=dict(name="VideoEvalMapper", size=entry["mapper"]["size"], score="annotated",

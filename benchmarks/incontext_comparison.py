@@ -41,6 +41,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _runs import load_run  # noqa: E402
+
 RUNS = {
     "ct_synth": {"UniverSeg": "output/ct_synth/universeg_tiny", "SAM2InContext": "output/ct_synth/sam2_incontext_tiny",
                  "U-Net": "output/ct_synth/unet_tiny"},
@@ -56,18 +58,9 @@ def _ckpt(path: str) -> Path:
 
 
 def _load(path: Path, device):
-    from core.checkpoint import load_checkpoint
-    from core.config import config_from_container
-    from main import set_roots
-    from trainers.train_loop import load_model
-
     if not path.exists():
         raise SystemExit(f"{path}: no such checkpoint; train it first (see the module docstring) or pass --runs")
-    ckpt = load_checkpoint(path)
-    cfg = config_from_container(ckpt["config"], f"checkpoint {path}", ["log.wandb.enabled=false",
-                                                                        "log.tensorboard=false"])
-    set_roots(cfg)
-    return load_model(cfg, device, ckpt, path).eval(), cfg, ckpt
+    return load_run(path, device)
 
 
 def _incontext_entry(cfg, path) -> dict:
@@ -115,10 +108,11 @@ def run_incontext(model, entry: dict, own: dict, size: int, draws: int, folder: 
     seconds, frames = 0.0, 0
     with torch.no_grad():
         for batches in zip(*loaders):
-            probs = []
+            probs, first = [], None
             for d, batch in enumerate(batches):
                 batch = to_device(batch, device)
-                if d and not torch.equal(batch["frame_idx"], batches[0]["frame_idx"]):
+                first = batch if first is None else first
+                if d and not torch.equal(batch["frame_idx"], first["frame_idx"]):
                     raise RuntimeError("support draws disagree on the query frames")
                 t = time.perf_counter()
                 out = model.predict(batch)
@@ -128,7 +122,7 @@ def run_incontext(model, entry: dict, own: dict, size: int, draws: int, folder: 
                 evs[d].process(batch, out)
                 probs.append(out["probs"])
             if ens is not None:
-                ens.process(to_device(batches[0], device), {"probs": torch.stack(probs).mean(0)})
+                ens.process(first, {"probs": torch.stack(probs).mean(0)})
     per_draw = [_metrics(ev.evaluate(), classes) for ev in evs]
     mean_frames = max(round(frames / max(draws * len(metas), 1)), 1)
     gmacs = count_flops(model, mean_frames, tuple(own["size"]), device, support_size=size)

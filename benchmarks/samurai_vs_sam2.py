@@ -37,6 +37,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _runs import load_run  # noqa: E402
+
 DENSE = dict(seed=1, videos_per_site=4, frames=(48, 48), annotated_frames=(48, 48), annotation_margin=0)
 SPARSE_SETS = ["echo_synth_site_val", "echo_synth_site_test"]
 ROWS = {  # label -> (motion settings or None, memory selector or None)
@@ -107,21 +109,6 @@ def _entries(names: list[str], size: list[int]) -> list[dict]:
     return [dict(name=n, tag=n, per_video=True, mapper=mapper, evaluator=ev) for n in names]
 
 
-def _load(path: Path, device):
-    """(model in eval mode, its config, the checkpoint) of a run's checkpoint, loaded as ``--trainer_mode eval``
-    loads it (``trainers.train_loop.load_model``: adapters-only checkpoints on their checked frozen base too)."""
-    from core.checkpoint import load_checkpoint
-    from core.config import config_from_container
-    from main import set_roots
-    from trainers.train_loop import load_model
-
-    ckpt = load_checkpoint(path)
-    cfg = config_from_container(ckpt["config"], f"checkpoint {path}", ["log.wandb.enabled=false",
-                                                                        "log.tensorboard=false"])
-    set_roots(cfg)
-    return load_model(cfg, device, ckpt, path).eval(), cfg, ckpt
-
-
 def _pool(results: dict[str, dict]) -> dict:
     """Frame-weighted mean over the evaluated sets of each metric (sets differ in size)."""
     out = {}
@@ -163,8 +150,8 @@ def main(argv=None) -> int:
     setup_logger(out, 0)
     ckpt_path = Path(args.ckpt)
     device = default_device()
-    baseline = _load(Path(args.baseline), device)[0] if args.baseline else None
-    model, cfg, ckpt = _load(ckpt_path, device)
+    baseline = load_run(Path(args.baseline), device)[0] if args.baseline else None
+    model, cfg, ckpt = load_run(ckpt_path, device)
     size = list(cfg.data.train_mapper.size)
     protocols = [("sparse", SPARSE_SETS, Path(args.sparse_root), 0)]
     if not args.no_dense:
