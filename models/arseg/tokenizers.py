@@ -93,6 +93,10 @@ class MaskTokenizer:
     def allowed(self, prefix: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def allowed_batch(self, prefixes: torch.Tensor) -> torch.Tensor:
+        """N×n prefixes (all of length n) -> N×vocab bool: ``allowed`` of each row."""
+        return torch.stack([self.allowed(row) for row in prefixes.cpu()]).to(prefixes.device)
+
     def max_length(self) -> int:
         raise NotImplementedError
 
@@ -136,6 +140,9 @@ class grid(MaskTokenizer):
         elif n == self.grid ** 2 + 1:
             ok[self.eos] = True
         return ok  # all False once the sequence is complete
+
+    def allowed_batch(self, prefixes):  # the constraint depends on the position alone
+        return self.allowed(prefixes[0].cpu()).to(prefixes.device).repeat(len(prefixes), 1)
 
 
 @MASK_TOKENIZERS.register()

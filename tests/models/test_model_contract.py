@@ -34,6 +34,8 @@ CPU_CONFIGS = {
     "SAMURAI": ("configs/cardiac/samurai_tiny.py", dict(sam2=dict(config="cpu_tiny", image_size=64))),
     "SAM2InContext": ("configs/ct_synth/sam2_incontext_tiny.py", dict(sam2=dict(config="cpu_tiny", image_size=64))),
     "UniverSeg": ("configs/ct_synth/universeg_tiny.py", dict(encoder=[8, 8, 8], decoder=[8, 8])),
+    "ARSeg": ("configs/cardiac/arseg_tiny.py", dict(dim=32, depth=2, heads=2, stem=[8, 8, 8], tokenizer=dict(grid=4),
+                                                    refiner=dict(channels=8))),
 }
 B, T, SIZE = 2, 3, 64
 

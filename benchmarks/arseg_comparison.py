@@ -1,0 +1,213 @@
+#!/usr/bin/env python
+"""AR-SEG against the U-Net and LGRNet-tiny at matched parameter counts on the embedded EchoSynth (issue 17, seed
+000's question): the same iterations, then the same training wall-clock.
+
+    python benchmarks/arseg_comparison.py [--iters 600] [--models ARSeg ARSeg-parallel ARSeg-video ARSeg-rle
+        UNetBaseline LGRNet] [--out output/bench/arseg] [--reuse] [key=value ...]
+
+1. **Same iterations.** Every config in ``--models`` is trained for ``--iters`` iterations at its own batch (the
+   U-Net and AR-SEG: 8 clips, one annotated frame each; LGRNet: 4 clips of 7 frames) with ``main.py
+   --trainer_mode train_attmpt`` (no periodic evaluation), its wall-clock measured, and evaluated once with
+   ``--trainer_mode eval`` on ``echo_synth_random_test``.
+2. **Decoding variants of the AR-SEG checkpoint** (evaluation only, ``model.decode.*`` overrides): the consensus
+   of 8 samples at temperature 1 and at 0.7, and the decoded grid without the refiner (for AR-SEG and the parallel
+   control: what next-token prediction itself gives, against the 16×16 grid's ceiling 0.834).
+3. **Same wall-clock.** The U-Net and LGRNet are trained again for as many iterations as fit in AR-SEG's training
+   time (its steady s/it from the log windows × iterations; process start-up and FLOP counting excluded), at their
+   own s/it from step 1, and evaluated.
+4. **Decoding speed**: ms per frame of ``predict`` for one frame at a time and for a batch of 44 frames (the
+   evaluation's 4 clips × 11), and tokens per mask, for every AR-SEG variant and decoding mode (a fixed-length
+   grid decodes the same number of steps whatever the image; the rle model's length depends on the prediction,
+   so its timing uses test-set frames).
+
+``--reuse`` keeps a run directory that already has ``checkpoints/model_final.pth`` and evaluations already
+written (rerunning only what is missing).
+Writes ``results.json`` and ``results.md`` (the tables) into ``--out``; overrides apply to every training run.
+#params and GFLOPs per 11-frame clip are the runs' ``model_info.json`` (fvcore / torch's FLOP counter, MACs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from _runs import load_run  # noqa: E402
+
+CONFIGS = {"ARSeg": "configs/cardiac/arseg_tiny.py", "ARSeg-parallel": "configs/cardiac/arseg_tiny_parallel.py",
+           "ARSeg-video": "configs/cardiac/arseg_tiny_video.py", "ARSeg-rle": "configs/cardiac/arseg_tiny_rle.py",
+           "UNetBaseline": "configs/cardiac/unet_tiny.py", "LGRNet": "configs/cardiac/lgrnet_tiny.py"}
+QUIET = ["log.wandb.enabled=false", "log.tensorboard=false"]
+VARIANTS = {  # name -> (run, decode overrides)
+    "ARSeg consensus-8 (T 1.0)": ("ARSeg", ["model.decode.mode=consensus", "model.decode.samples=8",
+                                            "model.decode.temperature=1.0"]),
+    "ARSeg consensus-8 (T 0.7)": ("ARSeg", ["model.decode.mode=consensus", "model.decode.samples=8",
+                                            "model.decode.temperature=0.7"]),
+    "ARSeg grid only (no refiner)": ("ARSeg", ["model.decode.refine=false"]),
+    "ARSeg-parallel grid only (no refiner)": ("ARSeg-parallel", ["model.decode.refine=false"]),
+}
+
+
+def _train(config: str, out: Path, iters: int, extra: list[str]) -> float:
+    cmd = [sys.executable, str(REPO / "main.py"), "--config_file", str(REPO / config), "--trainer_mode",
+           "train_attmpt", "--output_dir", str(out), "--start_over", f"train.max_iter={iters}",
+           "train.eval_period=-1", f"train.checkpoint_period={iters}", "train.log_period=10",
+           f"optim.scheduler.warmup_iters={max(1, min(100, iters // 10))}", *QUIET, *extra]
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def _evaluate(run_dir: Path, out: Path, extra: list[str] = (), reuse: bool = False) -> dict:
+    metrics = out / "eval" / "echo_synth_random_test" / "metrics.json"
+    if reuse and metrics.exists():
+        return json.loads(metrics.read_text())
+    subprocess.run([sys.executable, str(REPO / "main.py"), "--trainer_mode", "eval", "--eval_path",
+                    str(run_dir / "checkpoints" / "model_final.pth"), "--output_dir", str(out), *QUIET, *extra],
+                   check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    return json.loads(metrics.read_text())
+
+
+def _seconds_per_iter(run_dir: Path) -> float:
+    """Mean training seconds per iteration from the run's log windows (the first two, with the loader's start and
+    the allocator's warm-up, left out): the process's wall-clock also holds start-up and FLOP counting."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    times = [r["time"] for r in rows if "time" in r]
+    steady = times[2:] or times[-1:]
+    return sum(steady) / len(steady)
+
+
+def _row(metrics: dict, info: dict, **extra) -> dict:
+    return dict(mDice=metrics["mDice"], mIoU=metrics["mIoU"], params=info["params"],
+                gflops_per_clip=info["gflops_per_clip"],
+                dice={c: metrics[f"Dice_{c}"] for c in metrics["class_names"]},
+                iou={c: metrics[f"IoU_{c}"] for c in metrics["class_names"]}, **extra)
+
+
+def _run(name: str, out: Path, iters: int, overrides: list[str], reuse: bool) -> dict:
+    run = out / f"{name}_{iters}"
+    final = run / "checkpoints" / "model_final.pth"
+    times = out / "train_times.json"
+    recorded = json.loads(times.read_text()) if times.exists() else {}
+    reuse = reuse and final.exists() and run.name in recorded
+    if not reuse:
+        recorded[run.name] = _train(CONFIGS[name], run, iters, overrides)
+        times.write_text(json.dumps(recorded, indent=1))
+    wall = recorded[run.name]
+    metrics = _evaluate(run, run / "eval_run", reuse=reuse)
+    info = json.loads((run / "model_info.json").read_text())
+    print(f"{name}: {iters} iterations, process {wall:.0f} s ({_seconds_per_iter(run):.3f} s/it), mDice "
+          f"{metrics['mDice']:.4f}", flush=True)
+    return _row(metrics, info, config=CONFIGS[name], iterations=iters, train_wall_s=wall,
+                s_per_iter=_seconds_per_iter(run),
+                run=str(run.relative_to(REPO) if run.is_relative_to(REPO) else run))
+
+
+def _decode_speed(run: Path, decode: dict, frames) -> dict:
+    import torch
+    model, _, _ = load_run(run / "checkpoints" / "model_final.pth", torch.device("cpu"))
+    model.decode_cfg.update(decode)
+    out = {}
+    with torch.no_grad():
+        model.predict({"video": frames[:1, None]})  # warm-up
+        for label, n in (("ms_per_frame_single", 8), ("ms_per_frame_batch44", 44)):
+            t = time.perf_counter()
+            if n == 8:
+                for i in range(n):
+                    model.predict({"video": frames[i:i + 1, None]})
+            else:
+                model.predict({"video": frames[:n, None]})
+            out[label] = 1000 * (time.perf_counter() - t) / n
+        model.predict({"video": frames[:44, None]})
+        out["tokens_per_mask"] = model.last_decode["tokens_per_mask"]
+    return out
+
+
+def _test_frames(run: Path):
+    """The 42 scored frames of echo_synth_random_test at 128² (the run's evaluation mapper), padded to 44."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from data_schedule.build import build_test_loader
+    _, cfg, _ = load_run(run / "checkpoints" / "model_final.pth", torch.device("cpu"))
+    loader = build_test_loader("echo_synth_random_test", OmegaConf.to_container(cfg.data.eval_mapper), 4, 0)
+    frames = torch.cat([batch["video"][batch["scored"].bool()] for batch in loader])
+    return torch.cat([frames, frames[:max(0, 44 - len(frames))]])[:44]
+
+
+def _fmt_table(rows: dict, classes: list[str]) -> str:
+    head = ["model", "iterations", "s/it", "train s", "#params", "GFLOPs/clip", "mDice", "mIoU",
+            *(f"Dice {c}" for c in classes), *(f"IoU {c}" for c in classes)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in rows.items():
+        lines.append("| " + " | ".join([
+            name, str(r.get("iterations", "")), f"{r['s_per_iter']:.3f}" if "s_per_iter" in r else "",
+            f"{r['s_per_iter'] * r['iterations']:.0f}" if "s_per_iter" in r else "",
+            f"{r['params'] / 1e6:.2f} M", f"{r['gflops_per_clip']:.2f}", f"{r['mDice']:.4f}", f"{r['mIoU']:.4f}",
+            *(f"{r['dice'][c]:.4f}" for c in classes), *(f"{r['iou'][c]:.4f}" for c in classes)]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--iters", type=int, default=600)
+    ap.add_argument("--models", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    ap.add_argument("--out", type=Path, default=REPO / "output/bench/arseg")
+    ap.add_argument("--reuse", action="store_true", help="keep runs that already have a final checkpoint")
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    same_iters = {name: _run(name, args.out, args.iters, args.overrides, args.reuse) for name in args.models}
+
+    variants = {}
+    for label, (name, extra) in VARIANTS.items():
+        if name in same_iters:
+            run = REPO / same_iters[name]["run"]
+            m = _evaluate(run, run / ("eval_" + re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")), extra,
+                          args.reuse)
+            info = json.loads((run / "model_info.json").read_text())
+            variants[label] = _row(m, info, iterations=args.iters, decode=extra)
+            print(f"{label}: mDice {m['mDice']:.4f}", flush=True)
+
+    equal_wall = {}
+    if "ARSeg" in same_iters:
+        budget = same_iters["ARSeg"]["s_per_iter"] * args.iters  # training time, without start-up
+        for name in ("UNetBaseline", "LGRNet"):
+            if name in same_iters:
+                iters = max(10, round(budget / same_iters[name]["s_per_iter"]))
+                if iters != args.iters:
+                    equal_wall[name] = _run(name, args.out, iters, args.overrides, args.reuse)
+
+    speed = {}
+    speed_runs = [n for n in ("ARSeg", "ARSeg-parallel", "ARSeg-video", "ARSeg-rle") if n in same_iters]
+    frames = _test_frames(REPO / same_iters[speed_runs[0]]["run"]) if speed_runs else None
+    for label, name, decode in (("ARSeg greedy", "ARSeg", {}),
+                                ("ARSeg consensus-8", "ARSeg", dict(mode="consensus", samples=8)),
+                                ("ARSeg-parallel", "ARSeg-parallel", {}), ("ARSeg-video", "ARSeg-video", {}),
+                                ("ARSeg-rle greedy", "ARSeg-rle", {})):
+        if name in same_iters:
+            speed[label] = _decode_speed(REPO / same_iters[name]["run"], decode, frames)
+            print(f"{label}: {speed[label]}", flush=True)
+
+    classes = list(next(iter(same_iters.values()))["dice"])
+    md = [f"Same iterations ({args.iters}):", "", _fmt_table(same_iters, classes), "",
+          "Decoding variants of the same checkpoints:", "", _fmt_table(variants, classes), "",
+          "Same training wall-clock as AR-SEG:", "", _fmt_table(equal_wall, classes), "",
+          "| model | ms/frame (one at a time) | ms/frame (batch of 44) | tokens per mask |", "|---|---|---|---|",
+          *(f"| {k} | {v['ms_per_frame_single']:.0f} | {v['ms_per_frame_batch44']:.1f} | {v['tokens_per_mask']:.1f} |"
+            for k, v in speed.items())]
+    (args.out / "results.md").write_text("\n".join(md) + "\n")
+    (args.out / "results.json").write_text(json.dumps(dict(iters=args.iters, overrides=args.overrides,
+                                                           same_iterations=same_iters, decoding=variants,
+                                                           equal_wall_clock=equal_wall, speed=speed), indent=1))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
