@@ -3,15 +3,17 @@
 000's question): the same iterations, then the same training wall-clock.
 
     python benchmarks/arseg_comparison.py [--iters 600] [--models ARSeg ARSeg-parallel ARSeg-video ARSeg-rle
-        UNetBaseline LGRNet] [--out output/bench/arseg] [--reuse] [key=value ...]
+        ARSeg-nocell UNetBaseline LGRNet] [--out output/bench/arseg] [--reuse] [key=value ...]
 
 1. **Same iterations.** Every config in ``--models`` is trained for ``--iters`` iterations at its own batch (the
    U-Net and AR-SEG: 8 clips, one annotated frame each; LGRNet: 4 clips of 7 frames) with ``main.py
    --trainer_mode train_attmpt`` (no periodic evaluation), its wall-clock measured, and evaluated once with
    ``--trainer_mode eval`` on ``echo_synth_random_test``.
-2. **Decoding variants of the AR-SEG checkpoint** (evaluation only, ``model.decode.*`` overrides): the consensus
-   of 8 samples at temperature 1 and at 0.7, and the decoded grid without the refiner (for AR-SEG and the parallel
-   control: what next-token prediction itself gives, against the 16×16 grid's ceiling 0.834).
+2. **Decoding variants of the AR-SEG checkpoints** (evaluation only, ``model.decode.*`` overrides): the consensus
+   of 8 samples at temperature 1 and at 0.7, the decoded grid without the refiner (for AR-SEG and the parallel
+   control: what next-token prediction itself gives, against the 16×16 grid's ceiling 0.831), and the whole-video
+   protocol (every frame of each test video in windows of 16 frames, overlap 4, all annotated frames scored) for
+   AR-SEG and its video variant.
 3. **Same wall-clock.** The U-Net and LGRNet are trained again for as many iterations as fit in AR-SEG's training
    time (its steady s/it from the log windows × iterations; process start-up and FLOP counting excluded), at their
    own s/it from step 1, and evaluated.
@@ -42,6 +44,7 @@ from _runs import load_run  # noqa: E402
 
 CONFIGS = {"ARSeg": "configs/cardiac/arseg_tiny.py", "ARSeg-parallel": "configs/cardiac/arseg_tiny_parallel.py",
            "ARSeg-video": "configs/cardiac/arseg_tiny_video.py", "ARSeg-rle": "configs/cardiac/arseg_tiny_rle.py",
+           "ARSeg-nocell": "configs/cardiac/arseg_tiny_nocell.py",
            "UNetBaseline": "configs/cardiac/unet_tiny.py", "LGRNet": "configs/cardiac/lgrnet_tiny.py"}
 QUIET = ["log.wandb.enabled=false", "log.tensorboard=false"]
 VARIANTS = {  # name -> (run, decode overrides)
@@ -51,7 +54,12 @@ VARIANTS = {  # name -> (run, decode overrides)
                                             "model.decode.temperature=0.7"]),
     "ARSeg grid only (no refiner)": ("ARSeg", ["model.decode.refine=false"]),
     "ARSeg-parallel grid only (no refiner)": ("ARSeg-parallel", ["model.decode.refine=false"]),
+    "ARSeg-nocell grid only (no refiner)": ("ARSeg-nocell", ["model.decode.refine=false"]),
+    "ARSeg whole-video": ("ARSeg", ["data.evaluate=[{name: echo_synth_random_test, tag: video, per_video: true, "
+                                    "mapper: {name: VideoEvalMapper, size: [128, 128], transforms: [{name: FanCrop}]}, "
+                                    "window: {size: 16, overlap: 4}, evaluator: {name: VideoSegEvaluator, num_vis: 0}}]"]),
 }
+VARIANTS["ARSeg-video whole-video"] = ("ARSeg-video", VARIANTS["ARSeg whole-video"][1])
 
 
 def _train(config: str, out: Path, iters: int, extra: list[str]) -> float:
@@ -64,8 +72,9 @@ def _train(config: str, out: Path, iters: int, extra: list[str]) -> float:
     return time.perf_counter() - t
 
 
-def _evaluate(run_dir: Path, out: Path, extra: list[str] = (), reuse: bool = False) -> dict:
-    metrics = out / "eval" / "echo_synth_random_test" / "metrics.json"
+def _evaluate(run_dir: Path, out: Path, extra: list[str] = (), reuse: bool = False,
+              tag: str = "echo_synth_random_test") -> dict:
+    metrics = out / "eval" / tag / "metrics.json"
     if reuse and metrics.exists():
         return json.loads(metrics.read_text())
     subprocess.run([sys.executable, str(REPO / "main.py"), "--trainer_mode", "eval", "--eval_path",
@@ -170,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         if name in same_iters:
             run = REPO / same_iters[name]["run"]
             m = _evaluate(run, run / ("eval_" + re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")), extra,
-                          args.reuse)
+                          args.reuse, tag="video" if "whole-video" in label else "echo_synth_random_test")
             info = json.loads((run / "model_info.json").read_text())
             variants[label] = _row(m, info, iterations=args.iters, decode=extra)
             print(f"{label}: mDice {m['mDice']:.4f}", flush=True)

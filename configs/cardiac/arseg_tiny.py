@@ -14,6 +14,7 @@ model = dict(
     stem=[32, 64, 96],
     order="causal",
     prefix_frames=1,
+    cell_features=True,                 # cell i's stride-8 stem feature added to the position predicting it
     refiner=dict(channels=32),
     token_weight=1.0,
     refiner_noise=0.1,

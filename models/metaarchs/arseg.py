@@ -18,6 +18,10 @@
   the difference to ``"causal"`` is next-token prediction alone.
 - **Video variant** ``prefix_frames=2``: the previous frame of the clip (clamped at the first) is a second
   prefix with its own frame embedding.
+- **Cell features** (``cell_features=True``, grid tokenizer): the input of the position that predicts cell i also
+  carries the stem's stride-8 feature of cell i (projected to D), as GiT's grid queries carry their window's
+  features; without them the decoder leaned on the sequence prior (the cell to the left) and greedy decoding
+  drifted off the image (README).
 """
 from __future__ import annotations
 
@@ -41,8 +45,8 @@ def _conv(cin: int, cout: int, stride: int = 1, k: int = 3) -> nn.Sequential:
 
 
 class Stem(nn.Module):
-    """Three stride-2 convolutions and a 2×2 patch projection: N×3×H×W -> tokens N×D×H/16×W/16 and the stride-4
-    features N×C1×H/4×W/4 the refiner uses."""
+    """Three stride-2 convolutions and a 2×2 patch projection: N×3×H×W -> tokens N×D×H/16×W/16, the stride-4
+    features N×C1×H/4×W/4 the refiner uses and the stride-8 features N×C2×H/8×W/8 of the grid cells."""
 
     def __init__(self, channels: tuple[int, int, int], dim: int):
         super().__init__()
@@ -52,7 +56,8 @@ class Stem(nn.Module):
 
     def forward(self, x):
         f4 = self.s4(self.s2(x))
-        return self.patch(self.s8(f4)), f4
+        f8 = self.s8(f4)
+        return self.patch(f8), f4, f8
 
 
 class Refiner(nn.Module):
@@ -75,12 +80,15 @@ class Refiner(nn.Module):
 class ARSeg(MetaArch):
     def __init__(self, num_classes: int = 4, tokenizer: dict | None = None, dim: int = 160, depth: int = 6,
                  heads: int = 5, mlp_ratio: float = 3.0, stem: list[int] = (32, 64, 96), order: str = "causal",
-                 prefix_frames: int = 1, refiner: dict | None = None, token_weight: float = 1.0,
+                 prefix_frames: int = 1, cell_features: bool = False, refiner: dict | None = None,
+                 token_weight: float = 1.0,
                  refiner_noise: float = 0.1, loss: dict | None = None, decode: dict | None = None):
         """
         tokenizer: a ``MASK_TOKENIZERS`` entry (default ``grid``, G 16); its num_classes is ours.
         dim / depth / heads / mlp_ratio: the decoder; stem: the three stem widths.
         order: "causal" (AR-SEG) or "parallel" (the control). prefix_frames: 1 (per frame) or 2 (+ previous frame).
+        cell_features: add to the input of the position that predicts grid cell i the stem's stride-8 feature of
+            that cell (grid tokenizer only; without it greedy decoding drifts from the image, see the README).
         refiner: dict(channels=32) or None (the decoded grid is the prediction).
         token_weight: weight of the next-token CE; loss: the refiner's CEDiceLoss weights.
         decode: mode ("greedy" | "sample" | "consensus"), samples, temperature, seed, chunk (rows per decoding
@@ -99,6 +107,9 @@ class ARSeg(MetaArch):
         if order == "parallel" and type(tok).__name__ != "grid":
             raise ConfigError(f"model.order='parallel' needs the fixed-length 'grid' tokenizer (every position known "
                               f"in advance), got {type(tok).__name__!r}")
+        if cell_features and type(tok).__name__ != "grid":
+            raise ConfigError(f"model.cell_features=True needs the 'grid' tokenizer (a position per cell), got "
+                              f"{type(tok).__name__!r}: set model.cell_features=False")
         self.decode_cfg = self._decode_config(decode)
         self.stem = Stem(tuple(stem), dim)
         self.embed = nn.Embedding(tok.vocab_size, dim)
@@ -106,6 +117,7 @@ class ARSeg(MetaArch):
         self.frame_embed = nn.Embedding(prefix_frames, dim)
         self.decoder = PrefixDecoder(dim, depth, heads, mlp_ratio)
         self.head = nn.Linear(dim, tok.vocab_size)
+        self.cell_proj = nn.Linear(stem[2], dim) if cell_features else None
         self.refiner = None if refiner is None else Refiner(tok.num_labels, stem[1], **refiner)
         self.token_weight, self.refiner_noise = float(token_weight), float(refiner_noise)
         self.criterion = build(LOSSES, loss or {}, key="loss", default="CEDiceLoss", num_classes=num_classes)
@@ -127,24 +139,31 @@ class ARSeg(MetaArch):
         return cfg
 
     # ---- prefix -----------------------------------------------------------------------------------------
-    def _prefix(self, frames: torch.Tensor, previous: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """frames N×3×H×W (and their previous frames) -> prefix N×P×D, stride-4 features of ``frames``."""
-        tokens, feats = self.stem((frames - self.mean) / self.std)
+    def _prefix(self, frames: torch.Tensor, previous: torch.Tensor | None):
+        """frames N×3×H×W (and their previous frames) -> (prefix N×P×D, stride-4 features of ``frames``, cell
+        features N×(L-1)×D of the input positions or None)."""
+        tokens, feats, f8 = self.stem((frames - self.mean) / self.std)
         n, d, h, w = tokens.shape
         pos = sine_pos_2d(h, w, d, tokens.device)
         prefix = [tokens.flatten(2).transpose(1, 2) + pos + self.frame_embed.weight[0]]
         if self.prefix_frames == 2:
-            prev, _ = self.stem((previous - self.mean) / self.std)
+            prev = self.stem((previous - self.mean) / self.std)[0]
             prefix.insert(0, prev.flatten(2).transpose(1, 2) + pos + self.frame_embed.weight[1])
-        return torch.cat(prefix, 1), feats
+        cells = None
+        if self.cell_proj is not None:  # input position i predicts cell i; the last one (EOS) has no cell
+            g = self.tokenizer.grid
+            cells = self.cell_proj(F.adaptive_avg_pool2d(f8, g).flatten(2).transpose(1, 2))  # N×G²×D
+            cells = F.pad(cells, (0, 0, 0, self.tokenizer.max_length() - 1 - g * g))
+        return torch.cat(prefix, 1), feats, cells
 
-    def _inputs(self, seq: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """Token ids N×L (at sequence positions start..) -> embeddings N×L×D; the parallel control sees BOS at
-        every position."""
+    def _inputs(self, seq: torch.Tensor, start: int = 0, cells: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids N×L (at sequence positions start..) -> embeddings N×L×D (+ the cell features of those
+        positions); the parallel control sees BOS at every position."""
         if self.order == "parallel":
             seq = torch.full_like(seq, self.tokenizer.bos)
         pos = torch.arange(start, start + seq.shape[1], device=seq.device)
-        return self.embed(seq) + self.position(pos)
+        x = self.embed(seq) + self.position(pos)
+        return x if cells is None else x + cells[:, start:start + seq.shape[1]]
 
     # ---- training ---------------------------------------------------------------------------------------
     def _encode(self, labels: torch.Tensor) -> torch.Tensor:
@@ -175,9 +194,9 @@ class ARSeg(MetaArch):
         # each clip weighs 1/B, shared by its annotated frames (as the U-Net: DDP-equivalent means)
         weights = 1.0 / (has_ann.sum(1).clamp(min=1).float() * b)[clip_idx]  # N
 
-        prefix, feats = self._prefix(frames, previous)
+        prefix, feats, cells = self._prefix(frames, previous)
         seq, lengths = self._encode(labels)
-        hidden = self.decoder(prefix, self._inputs(seq[:, :-1]), self.order)
+        hidden = self.decoder(prefix, self._inputs(seq[:, :-1], 0, cells), self.order)
         logits = self.head(hidden)  # N×(L-1)×V: position i predicts token i+1
         target = seq[:, 1:]
         valid = torch.arange(target.shape[1], device=target.device)[None] < (lengths[:, None] - 1)
@@ -199,25 +218,26 @@ class ARSeg(MetaArch):
         return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
     @torch.no_grad()
-    def generate(self, prefix: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None,
-                 use_cache: bool = True) -> torch.Tensor:
-        """prefix N×P×D -> N×L token ids (BOS ... EOS, EOS-padded), by constrained decoding; ``use_cache=False``
-        reruns the whole sequence at every step (the reference the cache is tested against)."""
+    def generate(self, prefix: torch.Tensor, cells: torch.Tensor | None = None, sample: bool = False,
+                 generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
+        """prefix N×P×D (and cell features N×(L-1)×D) -> N×L token ids (BOS ... EOS, EOS-padded), by constrained
+        decoding; ``use_cache=False`` reruns the whole sequence at every step (the reference the cache is tested
+        against)."""
         tok = self.tokenizer
         n, device = prefix.shape[0], prefix.device
         seq = torch.full((n, 1), tok.bos, dtype=torch.long, device=device)
         if self.order == "parallel":
             m = tok.max_length() - 1
-            logits = self.head(self.decoder(prefix, self._inputs(seq.expand(n, m)), "parallel"))
+            logits = self.head(self.decoder(prefix, self._inputs(seq.expand(n, m), 0, cells), "parallel"))
             for i in range(m):  # position i's output is token i+1, under the constraint after the tokens so far
                 allowed = tok.allowed_batch(seq)
                 seq = torch.cat([seq, self._choose(logits[:, i], allowed, sample, generator)[:, None]], 1)
             return seq
         finished = torch.zeros(n, dtype=torch.bool, device=device)
         if use_cache:
-            out, caches = self.decoder.prefill(prefix, self._inputs(seq), tok.max_length())
+            out, caches = self.decoder.prefill(prefix, self._inputs(seq, 0, cells), tok.max_length())
         else:
-            out = self.decoder(prefix, self._inputs(seq))
+            out = self.decoder(prefix, self._inputs(seq, 0, cells))
         for step in range(1, tok.max_length()):
             allowed = tok.allowed_batch(seq)
             allowed[finished] = False
@@ -230,9 +250,9 @@ class ARSeg(MetaArch):
             if bool(finished.all()):
                 break
             if use_cache:
-                out = self.decoder.step(self._inputs(nxt[:, None], step), caches)
+                out = self.decoder.step(self._inputs(nxt[:, None], step, cells), caches)
             else:
-                out = self.decoder(prefix, self._inputs(seq))
+                out = self.decoder(prefix, self._inputs(seq, 0, cells))
         return seq
 
     def _grids(self, seqs: torch.Tensor) -> torch.Tensor:
@@ -249,11 +269,11 @@ class ARSeg(MetaArch):
         cfg = self.decode_cfg
         mode, samples = cfg["mode"], int(cfg["samples"]) if cfg["mode"] == "consensus" else 1
         generator = torch.Generator(device=frames.device).manual_seed(int(cfg["seed"]))
-        prefix, feats = self._prefix(frames, previous)
+        prefix, feats, cells = self._prefix(frames, previous)
         n, labels = prefix.shape[0], self.tokenizer.num_labels
-        rows = prefix.repeat_interleave(samples, 0)
-        seqs = [self.generate(chunk, sample=mode != "greedy", generator=generator)
-                for chunk in rows.split(int(cfg["chunk"]))]
+        rows = prefix.repeat_interleave(samples, 0).split(int(cfg["chunk"]))
+        row_cells = [None] * len(rows) if cells is None else cells.repeat_interleave(samples, 0).split(int(cfg["chunk"]))
+        seqs = [self.generate(p, c, sample=mode != "greedy", generator=generator) for p, c in zip(rows, row_cells)]
         width = max(s.shape[1] for s in seqs)
         seqs = torch.cat([F.pad(s, (0, width - s.shape[1]), value=self.tokenizer.eos) for s in seqs])
         g = self.tokenizer.grid

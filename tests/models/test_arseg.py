@@ -17,7 +17,7 @@ from models.arseg.transformer import prefix_lm_mask
 from tests.models.test_lgrnet import _batch
 
 TINY = dict(name="ARSeg", num_classes=4, dim=32, depth=2, heads=2, mlp_ratio=2.0, stem=[8, 8, 8],
-            tokenizer=dict(name="grid", grid=4), refiner=dict(channels=8))
+            tokenizer=dict(name="grid", grid=4), refiner=dict(channels=8), cell_features=True)
 
 
 def _model(**over) -> torch.nn.Module:
@@ -36,29 +36,32 @@ def test_prefix_lm_mask_known_case():
 def test_a_later_token_never_changes_an_earlier_logit_and_the_parallel_control_ignores_tokens():
     model = _model()
     frames = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    prefix, _ = model._prefix(frames, None)
+    prefix, _, cells = model._prefix(frames, None)
     seq = torch.randint(0, 5, (2, 12), generator=torch.Generator().manual_seed(1))
-    base = model.head(model.decoder(prefix, model._inputs(seq)))
+    base = model.head(model.decoder(prefix, model._inputs(seq, 0, cells)))
     for j in (3, 7, 11):
         other = seq.clone()
         other[:, j] = (other[:, j] + 1) % 5
-        changed = model.head(model.decoder(prefix, model._inputs(other)))
+        changed = model.head(model.decoder(prefix, model._inputs(other, 0, cells)))
         assert torch.equal(changed[:, :j], base[:, :j])  # positions before j: bit-identical
         assert not torch.allclose(changed[:, j:], base[:, j:])  # j itself onwards: it does matter
     parallel = _model(order="parallel")
     assert sum(p.numel() for p in parallel.parameters()) == sum(p.numel() for p in model.parameters())
-    a = parallel.head(parallel.decoder(prefix, parallel._inputs(seq), "parallel"))
-    b = parallel.head(parallel.decoder(prefix, parallel._inputs(torch.zeros_like(seq)), "parallel"))
+    a = parallel.head(parallel.decoder(prefix, parallel._inputs(seq, 0, cells), "parallel"))
+    b = parallel.head(parallel.decoder(prefix, parallel._inputs(torch.zeros_like(seq), 0, cells), "parallel"))
     assert torch.equal(a, b)  # every position gets BOS: the output comes from the prefix alone
 
 
-@pytest.mark.parametrize("tokenizer", [dict(name="grid", grid=4), dict(name="rle", grid=4)])
+@pytest.mark.parametrize("over", [dict(tokenizer=dict(name="grid", grid=4)),
+                                  dict(tokenizer=dict(name="grid", grid=4), cell_features=False),
+                                  dict(tokenizer=dict(name="rle", grid=4), cell_features=False)])
 @pytest.mark.parametrize("sample", [False, True])
-def test_kv_cache_decoding_equals_uncached_decoding_and_is_always_valid(tokenizer, sample):
-    model = _model(tokenizer=tokenizer)
-    prefix, _ = model._prefix(torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(2)), None)
-    cached = model.generate(prefix, sample, torch.Generator().manual_seed(3), use_cache=True)
-    plain = model.generate(prefix, sample, torch.Generator().manual_seed(3), use_cache=False)
+def test_kv_cache_decoding_equals_uncached_decoding_and_is_always_valid(over, sample):
+    model = _model(**over)
+    prefix, _, cells = model._prefix(torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(2)), None)
+    assert (cells is None) == (not model.cell_proj)
+    cached = model.generate(prefix, cells, sample, torch.Generator().manual_seed(3), use_cache=True)
+    plain = model.generate(prefix, cells, sample, torch.Generator().manual_seed(3), use_cache=False)
     assert torch.equal(cached, plain)
     tok = model.tokenizer
     for s in cached:
@@ -68,11 +71,11 @@ def test_kv_cache_decoding_equals_uncached_decoding_and_is_always_valid(tokenize
             assert tok.allowed(s[:n])[s[n]], (n, s.tolist())  # every emitted token was allowed
     # the cached step logits equal the full pass at every position
     seq = cached[:, :-1]
-    full = model.head(model.decoder(prefix, model._inputs(seq)))
-    out, caches = model.decoder.prefill(prefix, model._inputs(seq[:, :1]), seq.shape[1])
+    full = model.head(model.decoder(prefix, model._inputs(seq, 0, cells)))
+    out, caches = model.decoder.prefill(prefix, model._inputs(seq[:, :1], 0, cells), seq.shape[1])
     steps = [model.head(out)]
     for i in range(1, seq.shape[1]):
-        steps.append(model.head(model.decoder.step(model._inputs(seq[:, i:i + 1], i), caches)))
+        steps.append(model.head(model.decoder.step(model._inputs(seq[:, i:i + 1], i, cells), caches)))
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-5)
 
 
@@ -111,8 +114,8 @@ def test_video_prefix_is_the_previous_frame_only_when_asked(monkeypatch):
     frames = batch["video"][:, 1]
     for n, sees in ((1, False), (2, True)):
         model = _model(prefix_frames=n)
-        a, _ = model._prefix(frames, batch["video"][:, 0])
-        b, _ = model._prefix(frames, 1.0 - batch["video"][:, 0])
+        a = model._prefix(frames, batch["video"][:, 0])[0]
+        b = model._prefix(frames, 1.0 - batch["video"][:, 0])[0]
         assert a.shape[1] == n * (32 // 16) ** 2 and torch.equal(a, b) != sees
         seen = {}
         monkeypatch.setattr(model, "decode_frames", lambda f, p=None: seen.update(f=f, p=p) or
@@ -129,6 +132,7 @@ def test_video_prefix_is_the_previous_frame_only_when_asked(monkeypatch):
 
 @pytest.mark.parametrize("over, match", [
     (dict(order="parallel", tokenizer=dict(name="rle", grid=4)), "needs the fixed-length 'grid' tokenizer"),
+    (dict(tokenizer=dict(name="rle", grid=4), cell_features=True), "cell_features=True needs the 'grid' tokenizer"),
     (dict(order="sideways"), "model.order must be one of causal, parallel"),
     (dict(prefix_frames=3), "model.prefix_frames must be 1"),
     (dict(decode=dict(mode="beam")), "model.decode.mode must be one of greedy, sample, consensus"),
