@@ -40,13 +40,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from _runs import load_run  # noqa: E402
+from _runs import QUIET, load_run, seconds_per_iter as _seconds_per_iter, train_run  # noqa: E402
 
 CONFIGS = {"ARSeg": "configs/cardiac/arseg_tiny.py", "ARSeg-parallel": "configs/cardiac/arseg_tiny_parallel.py",
            "ARSeg-video": "configs/cardiac/arseg_tiny_video.py", "ARSeg-rle": "configs/cardiac/arseg_tiny_rle.py",
            "ARSeg-nocell": "configs/cardiac/arseg_tiny_nocell.py",
            "UNetBaseline": "configs/cardiac/unet_tiny.py", "LGRNet": "configs/cardiac/lgrnet_tiny.py"}
-QUIET = ["log.wandb.enabled=false", "log.tensorboard=false"]
 VARIANTS = {  # name -> (run, decode overrides)
     "ARSeg consensus-8 (T 1.0)": ("ARSeg", ["model.decode.mode=consensus", "model.decode.samples=8",
                                             "model.decode.temperature=1.0"]),
@@ -62,16 +61,6 @@ VARIANTS = {  # name -> (run, decode overrides)
 VARIANTS["ARSeg-video whole-video"] = ("ARSeg-video", VARIANTS["ARSeg whole-video"][1])
 
 
-def _train(config: str, out: Path, iters: int, extra: list[str]) -> float:
-    cmd = [sys.executable, str(REPO / "main.py"), "--config_file", str(REPO / config), "--trainer_mode",
-           "train_attmpt", "--output_dir", str(out), "--start_over", f"train.max_iter={iters}",
-           "train.eval_period=-1", f"train.checkpoint_period={iters}", "train.log_period=10",
-           f"optim.scheduler.warmup_iters={max(1, min(100, iters // 10))}", *QUIET, *extra]
-    t = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t
-
-
 def _evaluate(run_dir: Path, out: Path, extra: list[str] = (), reuse: bool = False,
               tag: str = "echo_synth_random_test") -> dict:
     metrics = out / "eval" / tag / "metrics.json"
@@ -81,15 +70,6 @@ def _evaluate(run_dir: Path, out: Path, extra: list[str] = (), reuse: bool = Fal
                     str(run_dir / "checkpoints" / "model_final.pth"), "--output_dir", str(out), *QUIET, *extra],
                    check=True, cwd=REPO, stdout=subprocess.DEVNULL)
     return json.loads(metrics.read_text())
-
-
-def _seconds_per_iter(run_dir: Path) -> float:
-    """Mean training seconds per iteration from the run's log windows (the first two, with the loader's start and
-    the allocator's warm-up, left out): the process's wall-clock also holds start-up and FLOP counting."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    times = [r["time"] for r in rows if "time" in r]
-    steady = times[2:] or times[-1:]
-    return sum(steady) / len(steady)
 
 
 def _row(metrics: dict, info: dict, **extra) -> dict:
@@ -106,7 +86,7 @@ def _run(name: str, out: Path, iters: int, overrides: list[str], reuse: bool) ->
     recorded = json.loads(times.read_text()) if times.exists() else {}
     reuse = reuse and final.exists() and run.name in recorded
     if not reuse:
-        recorded[run.name] = _train(CONFIGS[name], run, iters, overrides)
+        recorded[run.name] = train_run(CONFIGS[name], run, iters, overrides, log_period=10)
         times.write_text(json.dumps(recorded, indent=1))
     wall = recorded[run.name]
     metrics = _evaluate(run, run / "eval_run", reuse=reuse)

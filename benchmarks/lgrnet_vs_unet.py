@@ -16,31 +16,15 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from _runs import seconds_per_iter as _seconds_per_iter, train_run as _train  # noqa: E402
 CONFIGS = {"UNetBaseline": "configs/cardiac/unet_tiny.py", "LGRNet": "configs/cardiac/lgrnet_tiny.py",
            "BoxSAM2": "configs/cardiac/box_sam2_tiny.py"}
 DEFAULT_MODELS = ["UNetBaseline", "LGRNet"]
-QUIET = ["log.wandb.enabled=false", "log.tensorboard=false"]
-
-
-def _train(config: str, out: Path, iters: int, extra: list[str]) -> float:
-    cmd = [sys.executable, str(REPO / "main.py"), "--config_file", str(REPO / config), "--trainer_mode",
-           "train_attmpt", "--output_dir", str(out), "--start_over", f"train.max_iter={iters}",
-           "train.eval_period=-1", f"train.checkpoint_period={iters}", "train.log_period=5",
-           f"optim.scheduler.warmup_iters={max(1, min(100, iters // 10))}", *QUIET, *extra]
-    t = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t
-
-
-def _seconds_per_iter(run_dir: Path) -> float:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    times = [r["time"] for r in rows if "time" in r]
-    steady = times[2:] or times[-1:]  # the first logging windows include warm-up (allocator, loader start)
-    return sum(steady) / len(steady)
 
 
 def _evaluate(run_dir: Path) -> dict:

@@ -31,6 +31,7 @@ from torch import nn
 
 from core.errors import ConfigError
 from core.registry import LOSSES, MASK_TOKENIZERS, MODELS, build
+from models.arseg import tokenizers
 from models.arseg.transformer import ORDERS, PrefixDecoder
 from models.base import MetaArch, check_choice
 from models.layers import masks_to_labels, sine_pos_2d
@@ -104,10 +105,11 @@ class ARSeg(MetaArch):
         self.tokenizer = build(MASK_TOKENIZERS, dict(tokenizer or {}), key="tokenizer", default="grid",
                                num_classes=num_classes)
         tok = self.tokenizer
-        if order == "parallel" and type(tok).__name__ != "grid":
+        self.per_cell = isinstance(tok, tokenizers.grid)  # one position per grid cell (fixed length)
+        if order == "parallel" and not self.per_cell:
             raise ConfigError(f"model.order='parallel' needs the fixed-length 'grid' tokenizer (every position known "
                               f"in advance), got {type(tok).__name__!r}")
-        if cell_features and type(tok).__name__ != "grid":
+        if cell_features and not self.per_cell:
             raise ConfigError(f"model.cell_features=True needs the 'grid' tokenizer (a position per cell), got "
                               f"{type(tok).__name__!r}: set model.cell_features=False")
         self.decode_cfg = self._decode_config(decode)
@@ -166,8 +168,8 @@ class ARSeg(MetaArch):
         return x if cells is None else x + cells[:, start:start + seq.shape[1]]
 
     # ---- training ---------------------------------------------------------------------------------------
-    def _encode(self, labels: torch.Tensor) -> torch.Tensor:
-        """N×H×W labels -> N×L token ids, padded with EOS after a shorter sequence's end."""
+    def _encode(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """N×H×W labels -> (N×L token ids, padded with EOS after a shorter sequence's end; N lengths)."""
         seqs = [self.tokenizer.encode(lab.cpu()) for lab in labels]
         length = max(len(s) for s in seqs)
         out = torch.full((len(seqs), length), self.tokenizer.eos, dtype=torch.long)
@@ -178,7 +180,7 @@ class ARSeg(MetaArch):
     def _refiner_input(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """What the refiner trains on (N×G×G labels): the teacher-forced argmax grid, or for rle the noisy GT grid."""
         tok, g = self.tokenizer, self.tokenizer.grid
-        if type(tok).__name__ == "grid":
+        if self.per_cell:
             return logits[:, :g * g, :tok.num_labels].detach().argmax(-1).view(-1, g, g)
         grids = torch.stack([tok.to_grid(lab.cpu()) for lab in labels]).to(labels.device)
         flip = torch.rand(grids.shape, device=grids.device) < self.refiner_noise
@@ -186,7 +188,7 @@ class ARSeg(MetaArch):
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         has_ann, video = batch["has_ann"], batch["video"]  # B×T, B×T×3×H×W
-        b, t = has_ann.shape
+        b = has_ann.shape[0]
         clip_idx, frame_idx = has_ann.nonzero(as_tuple=True)
         frames = video[clip_idx, frame_idx]
         previous = video[clip_idx, (frame_idx - 1).clamp(min=0)] if self.prefix_frames == 2 else None
