@@ -21,6 +21,10 @@
    evaluation's 4 clips × 11), and tokens per mask, for every AR-SEG variant and decoding mode (a fixed-length
    grid decodes the same number of steps whatever the image; the rle model's length depends on the prediction,
    so its timing uses test-set frames).
+5. **Exposure bias** of the grid models (AR-SEG, its first design without cell features, the parallel control):
+   on the 42 scored test frames, the 16×16 grid's cell accuracy and grid mDice against the ground truth's grid
+   when every position sees the ground-truth history (teacher forcing, as in training) and when it sees its own
+   greedy history, and the share of cells that change between the two.
 
 ``--reuse`` keeps a run directory that already has ``checkpoints/model_final.pth`` and evaluations already
 written (rerunning only what is missing).
@@ -119,15 +123,52 @@ def _decode_speed(run: Path, decode: dict, frames) -> dict:
 
 
 def _test_frames(run: Path):
-    """The 42 scored frames of echo_synth_random_test at 128² (the run's evaluation mapper), padded to 44."""
+    """The 42 scored frames of echo_synth_random_test at 128² (the run's evaluation mapper) and their labels at
+    128², padded to 44 by repeating the first frames."""
     import torch
     from omegaconf import OmegaConf
 
     from data_schedule.build import build_test_loader
+    from models.layers import masks_to_labels
     _, cfg, _ = load_run(run / "checkpoints" / "model_final.pth", torch.device("cpu"))
     loader = build_test_loader("echo_synth_random_test", OmegaConf.to_container(cfg.data.eval_mapper), 4, 0)
-    frames = torch.cat([batch["video"][batch["scored"].bool()] for batch in loader])
-    return torch.cat([frames, frames[:max(0, 44 - len(frames))]])[:44]
+    frames, labels = [], []
+    for batch in loader:
+        scored = batch["scored"].bool()
+        frames.append(batch["video"][scored])
+        labels.append(masks_to_labels(batch["masks"])[scored])
+    frames, labels = torch.cat(frames), torch.cat(labels)
+    pad = max(0, 44 - len(frames))
+    return torch.cat([frames, frames[:pad]])[:44], torch.cat([labels, labels[:pad]])[:44]
+
+
+def _exposure(run: Path, frames, labels) -> dict:
+    """What decoding its own tokens costs a grid model (exposure bias): on the scored test frames, the accuracy of
+    the 16×16 grid against the ground truth's grid when every position sees the ground-truth history (teacher
+    forcing, as in training) and when it sees its own greedy history (decoding), the grids' mDice, and the share
+    of cells where the two disagree. The parallel control ignores the history, so its two grids are the same."""
+    import torch
+    import torch.nn.functional as F
+    model, _, _ = load_run(run / "checkpoints" / "model_final.pth", torch.device("cpu"))
+    model.decode_cfg.update(mode="greedy")
+    tok, g = model.tokenizer, model.tokenizer.grid
+    with torch.no_grad():
+        prefix, _, cells = model._prefix(frames, None)
+        seq, _ = model._encode(labels)
+        logits = model.head(model.decoder(prefix, model._inputs(seq[:, :-1], 0, cells), model.order))
+        forced = logits[:, :g * g, :tok.num_labels].argmax(-1).view(-1, g, g)
+        greedy = model.decode_frames(frames)["grid"]
+    truth = seq[:, 1:g * g + 1].view(-1, g, g)
+
+    def grid_mdice(pred):
+        p, t = (F.one_hot(x, tok.num_labels)[..., 1:].flatten(1, 2).float() for x in (pred, truth))  # N×G²×K
+        dice = (2 * (p * t).sum(1) + 1e-6) / (p.sum(1) + t.sum(1) + 1e-6)  # N×K
+        return float(dice.mean())
+
+    return dict(cell_acc_teacher_forced=float((forced == truth).float().mean()),
+                cell_acc_greedy=float((greedy == truth).float().mean()),
+                grid_mdice_teacher_forced=grid_mdice(forced), grid_mdice_greedy=grid_mdice(greedy),
+                cells_changed=float((forced != greedy).float().mean()))
 
 
 def _fmt_table(rows: dict, classes: list[str]) -> str:
@@ -175,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
 
     speed = {}
     speed_runs = [n for n in ("ARSeg", "ARSeg-parallel", "ARSeg-video", "ARSeg-rle") if n in same_iters]
-    frames = _test_frames(REPO / same_iters[speed_runs[0]]["run"]) if speed_runs else None
+    frames, labels = _test_frames(REPO / same_iters[speed_runs[0]]["run"]) if speed_runs else (None, None)
     for label, name, decode in (("ARSeg greedy", "ARSeg", {}),
                                 ("ARSeg consensus-8", "ARSeg", dict(mode="consensus", samples=8)),
                                 ("ARSeg-parallel", "ARSeg-parallel", {}), ("ARSeg-video", "ARSeg-video", {}),
@@ -184,17 +225,30 @@ def main(argv: list[str] | None = None) -> None:
             speed[label] = _decode_speed(REPO / same_iters[name]["run"], decode, frames)
             print(f"{label}: {speed[label]}", flush=True)
 
+    exposure = {}
+    for name in ("ARSeg", "ARSeg-nocell", "ARSeg-parallel"):
+        if name in same_iters:
+            exposure[name] = _exposure(REPO / same_iters[name]["run"], frames[:42], labels[:42])
+            print(f"{name} exposure: {exposure[name]}", flush=True)
+
     classes = list(next(iter(same_iters.values()))["dice"])
     md = [f"Same iterations ({args.iters}):", "", _fmt_table(same_iters, classes), "",
           "Decoding variants of the same checkpoints:", "", _fmt_table(variants, classes), "",
           "Same training wall-clock as AR-SEG:", "", _fmt_table(equal_wall, classes), "",
           "| model | ms/frame (one at a time) | ms/frame (batch of 44) | tokens per mask |", "|---|---|---|---|",
           *(f"| {k} | {v['ms_per_frame_single']:.0f} | {v['ms_per_frame_batch44']:.1f} | {v['tokens_per_mask']:.1f} |"
-            for k, v in speed.items())]
+            for k, v in speed.items()), "",
+          "Exposure bias on the 42 scored test frames (16×16 grid against the ground truth's grid):", "",
+          "| model | cell acc. (teacher-forced) | cell acc. (greedy) | grid mDice (teacher-forced) | grid mDice "
+          "(greedy) | cells changed |", "|---|---|---|---|---|---|",
+          *(f"| {k} | {v['cell_acc_teacher_forced']:.3f} | {v['cell_acc_greedy']:.3f} | "
+            f"{v['grid_mdice_teacher_forced']:.3f} | {v['grid_mdice_greedy']:.3f} | {v['cells_changed']:.3f} |"
+            for k, v in exposure.items())]
     (args.out / "results.md").write_text("\n".join(md) + "\n")
     (args.out / "results.json").write_text(json.dumps(dict(iters=args.iters, overrides=args.overrides,
                                                            same_iterations=same_iters, decoding=variants,
-                                                           equal_wall_clock=equal_wall, speed=speed), indent=1))
+                                                           equal_wall_clock=equal_wall, speed=speed,
+                                                           exposure=exposure), indent=1))
     print("\n".join(md))
 
 
