@@ -156,7 +156,7 @@ def _exposure(run: Path, frames, labels) -> dict:
         prefix, _, cells = model._prefix(frames, None)
         seq, _ = model._encode(labels)
         logits = model.head(model.decoder(prefix, model._inputs(seq[:, :-1], 0, cells), model.order))
-        forced = logits[:, :g * g, :tok.num_labels].argmax(-1).view(-1, g, g)
+        forced = model._refiner_input(logits, labels)  # the teacher-forced argmax grid, as training computes it
         greedy = model.decode_frames(frames)["grid"]
     truth = seq[:, 1:g * g + 1].view(-1, g, g)
 
