@@ -29,7 +29,9 @@
 ``--reuse`` keeps a run directory that already has ``checkpoints/model_final.pth`` and evaluations already
 written (rerunning only what is missing).
 Writes ``results.json`` and ``results.md`` (the tables) into ``--out``; overrides apply to every training run.
-#params and GFLOPs per 11-frame clip are the runs' ``model_info.json`` (fvcore / torch's FLOP counter, MACs).
+#params are the runs' ``model_info.json``; GFLOPs (MACs) per clip are counted again from each checkpoint with the
+current ``count_flops``, so runs trained before a counting fix (ARSeg's, see ``ARSeg.fvcore_traceable``) are
+reported with today's count.
 """
 from __future__ import annotations
 
@@ -76,6 +78,22 @@ def _evaluate(run_dir: Path, out: Path, extra: list[str] = (), reuse: bool = Fal
     return json.loads(metrics.read_text())
 
 
+_INFO: dict[Path, dict] = {}
+
+
+def _info(run: Path) -> dict:
+    """The run's model_info.json with gflops_per_clip counted again from its final checkpoint (one count per run)."""
+    if run not in _INFO:
+        import torch
+
+        from models.complexity import count_flops
+        info = json.loads((run / "model_info.json").read_text())
+        model, _, _ = load_run(run / "checkpoints" / "model_final.pth", torch.device("cpu"))
+        info["gflops_per_clip"] = count_flops(model, info["clip_len"], tuple(info["size"]), torch.device("cpu"))
+        _INFO[run] = info
+    return _INFO[run]
+
+
 def _row(metrics: dict, info: dict, **extra) -> dict:
     return dict(mDice=metrics["mDice"], mIoU=metrics["mIoU"], params=info["params"],
                 gflops_per_clip=info["gflops_per_clip"],
@@ -94,7 +112,7 @@ def _run(name: str, out: Path, iters: int, overrides: list[str], reuse: bool) ->
         times.write_text(json.dumps(recorded, indent=1))
     wall = recorded[run.name]
     metrics = _evaluate(run, run / "eval_run", reuse=reuse)
-    info = json.loads((run / "model_info.json").read_text())
+    info = _info(run)
     print(f"{name}: {iters} iterations, process {wall:.0f} s ({_seconds_per_iter(run):.3f} s/it), mDice "
           f"{metrics['mDice']:.4f}", flush=True)
     return _row(metrics, info, config=CONFIGS[name], iterations=iters, train_wall_s=wall,
@@ -123,8 +141,8 @@ def _decode_speed(run: Path, decode: dict, frames) -> dict:
 
 
 def _test_frames(run: Path):
-    """The 42 scored frames of echo_synth_random_test at 128² (the run's evaluation mapper) and their labels at
-    128², padded to 44 by repeating the first frames."""
+    """The scored frames of echo_synth_random_test at 128² (the run's evaluation mapper), their labels at 128², and
+    how many there are; frames and labels are padded to 44 by repeating the first ones (the speed phase's batch)."""
     import torch
     from omegaconf import OmegaConf
 
@@ -138,8 +156,8 @@ def _test_frames(run: Path):
         frames.append(batch["video"][scored])
         labels.append(masks_to_labels(batch["masks"])[scored])
     frames, labels = torch.cat(frames), torch.cat(labels)
-    pad = max(0, 44 - len(frames))
-    return torch.cat([frames, frames[:pad]])[:44], torch.cat([labels, labels[:pad]])[:44]
+    n, pad = len(frames), max(0, 44 - len(frames))
+    return torch.cat([frames, frames[:pad]])[:44], torch.cat([labels, labels[:pad]])[:44], n
 
 
 def _exposure(run: Path, frames, labels) -> dict:
@@ -201,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
             run = REPO / same_iters[name]["run"]
             m = _evaluate(run, run / ("eval_" + re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")), extra,
                           args.reuse, tag="video" if "whole-video" in label else "echo_synth_random_test")
-            info = json.loads((run / "model_info.json").read_text())
+            info = _info(run)
             variants[label] = _row(m, info, iterations=args.iters, decode=extra)
             print(f"{label}: mDice {m['mDice']:.4f}", flush=True)
 
@@ -216,7 +234,8 @@ def main(argv: list[str] | None = None) -> None:
 
     speed = {}
     speed_runs = [n for n in ("ARSeg", "ARSeg-parallel", "ARSeg-video", "ARSeg-rle") if n in same_iters]
-    frames, labels = _test_frames(REPO / same_iters[speed_runs[0]]["run"]) if speed_runs else (None, None)
+    grid_runs = [n for n in (*speed_runs, "ARSeg-nocell") if n in same_iters]  # the models that need test frames
+    frames, labels, n_scored = _test_frames(REPO / same_iters[grid_runs[0]]["run"]) if grid_runs else (None, None, 0)
     for label, name, decode in (("ARSeg greedy", "ARSeg", {}),
                                 ("ARSeg consensus-8", "ARSeg", dict(mode="consensus", samples=8)),
                                 ("ARSeg-parallel", "ARSeg-parallel", {}), ("ARSeg-video", "ARSeg-video", {}),
@@ -228,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     exposure = {}
     for name in ("ARSeg", "ARSeg-nocell", "ARSeg-parallel"):
         if name in same_iters:
-            exposure[name] = _exposure(REPO / same_iters[name]["run"], frames[:42], labels[:42])
+            exposure[name] = _exposure(REPO / same_iters[name]["run"], frames[:n_scored], labels[:n_scored])
             print(f"{name} exposure: {exposure[name]}", flush=True)
 
     classes = list(next(iter(same_iters.values()))["dice"])

@@ -4,7 +4,7 @@
     python benchmarks/model_complexity.py [--configs configs/cardiac/lgrnet*.py ...] [--markdown]
 
 For each config: parameters, GFLOPs of ``predict`` on one evaluation clip at the config's own eval size and clip
-length (what ``model_info.json`` of a run reports), and GFLOPs per frame at the paper's setting (clips of T = 6
+length (what ``model_info.json`` of a run reports; an in-context model's with its support slices), and GFLOPs per frame at the paper's setting (clips of T = 6
 frames at 352², divided by 6). The paper (LGRNet, MICCAI 2024, Tab. 1) reports 13.2 GFLOPs / 26.6 M parameters
 for its Res2Net-50 model; it does not say whether its GFLOPs are per frame or per clip, so both columns are here.
 The models are built with random weights on CPU; nothing is trained.
@@ -24,6 +24,7 @@ from core.config import load_config  # noqa: E402
 from core.registry import MODELS, build  # noqa: E402
 import models  # noqa: E402,F401  (registers the meta-architectures)
 from models.complexity import count_flops, count_params  # noqa: E402
+from main import flop_clip  # noqa: E402
 
 PAPER = {"model": "LGRNet Res2Net-50 (paper Tab. 1)", "params_m": 26.6, "gflops": 13.2}
 DEFAULT_CONFIGS = sorted(REPO.glob("configs/cardiac/*.py")) + sorted(REPO.glob("configs/cardiac/*/*.py"))
@@ -33,9 +34,9 @@ def measure(path: Path, paper_t: int = 6, paper_size: int = 352) -> dict:
     cfg = load_config(path)
     torch.manual_seed(0)
     model = build(MODELS, cfg.model).eval()
-    clip_len, size = int(cfg.data.eval_mapper.clip_len), tuple(int(s) for s in cfg.data.eval_mapper.size)
-    clip = count_flops(model, clip_len, size, torch.device("cpu"))
-    paper = count_flops(model, paper_t, (paper_size, paper_size), torch.device("cpu"))
+    clip_len, size, support = flop_clip(cfg)  # the clip a run's model_info.json is counted on
+    clip = count_flops(model, clip_len, size, torch.device("cpu"), support)
+    paper = count_flops(model, paper_t, (paper_size, paper_size), torch.device("cpu"), support)
     return {"config": str(path.relative_to(REPO)), "model": cfg.model.name,
             "backbone": cfg.model.get("backbone", {}).get("model", cfg.model.get("encoder", "")),
             "params_m": count_params(model)["params"] / 1e6, "clip": f"{clip_len}×{size[0]}²",

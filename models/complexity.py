@@ -75,6 +75,16 @@ _EXTRA_HANDLES = {"aten::scaled_dot_product_attention": _sdpa_flop,
                   "prim::PythonOp._CPUSampler": _deform_sampler_flop}
 
 
+def _cpu_flash_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    """torch's counter has formulas for the CUDA attention kernels but none for the CPU one that
+    scaled_dot_product_attention dispatches to here, which it would count as 0: QK^T and AV, 2 FLOPs per MAC (the
+    counter's unit; halved below), from the shapes it passes."""
+    return 2 * math.prod(query[:-2]) * query[-2] * key[-2] * (query[-1] + value[-1])
+
+
+_DISPATCH_HANDLES = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_flop}
+
+
 def count_params(model: nn.Module) -> dict[str, int]:
     """``params``: the network that predicts (``MetaArch.inference_model()``, e.g. LGSD's student; a plain module
     counts itself); ``trainable_params`` and ``training_params``: what training updates / holds."""
@@ -127,7 +137,7 @@ def _dispatch_gmacs(model: nn.Module, video: torch.Tensor, support_size: int = 1
     try:
         for p, _ in flags:
             p.requires_grad_(False)
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False, custom_mapping=_DISPATCH_HANDLES) as counter:
             _PredictWrapper(model, support_size)(video)
         return counter.get_total_flops() / 2 / 1e9
     except Exception as e:  # a count is best-effort; a model that cannot be counted still trains

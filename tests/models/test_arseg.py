@@ -159,3 +159,17 @@ def test_a_tiny_model_learns_a_fixed_layout_greedy_and_parallel():
         target = model.tokenizer.to_grid(torch.tensor([[1, 2], [3, 4]]).repeat_interleave(2, 0)
                                          .repeat_interleave(2, 1))
         assert (grid == target).float().mean() > 0.95, (order, grid[0])
+
+
+@pytest.mark.parametrize("order", ["causal", "parallel"])
+def test_flop_count_includes_the_decoder_stack(order):
+    """Both orders push all G² + 1 mask positions and the prefix through every block, so each count is at least
+    the blocks' linear layers over those tokens (fvcore's trace once dropped the stack of the parallel control)."""
+    from models.complexity import count_flops
+
+    model, t, size = _model(order=order), 2, (32, 32)
+    prefix, _, _ = model._prefix(torch.zeros(1, 3, *size), None)
+    tokens = prefix.shape[1] + model.tokenizer.grid ** 2 + 1
+    linear = sum(m.in_features * m.out_features for m in model.decoder.modules() if isinstance(m, torch.nn.Linear))
+    got = count_flops(model, t, size, torch.device("cpu")) * 1e9
+    assert got >= t * tokens * linear

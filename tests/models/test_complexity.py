@@ -82,3 +82,21 @@ def test_an_untraceable_predict_is_counted_at_the_dispatcher_in_the_same_macs(ca
     assert "FlopCounterMode" not in caplog.text  # fvcore traced it
     assert round(count_flops(_Wrap(untraceable, conv, lin), t, (h, w), torch.device("cpu")) * 1e9) == macs
     assert "fvcore cannot trace" in caplog.text  # the dispatcher count, same MACs
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_dispatcher_count_includes_cpu_attention(masked):
+    """torch's counter has no formula for the CPU kernel behind scaled_dot_product_attention (it counted 0): ours
+    gives QK^T and AV, with or without a mask, at queries ≠ keys."""
+    lq, s, e, ev, heads = 5, 7, 4, 6, 3
+    mask = torch.ones(lq, s, dtype=torch.bool).tril() if masked else None
+
+    def untraceable(video):
+        if torch.jit.is_tracing():
+            raise RuntimeError("cannot be traced")
+        t = video.shape[1]
+        q, k, v = (video.new_ones(t, heads, n, d) for n, d in ((lq, e), (s, e), (s, ev)))
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    t = 2
+    assert round(count_flops(_Wrap(untraceable), t, (2, 2), torch.device("cpu")) * 1e9) == t * heads * lq * s * (e + ev)
