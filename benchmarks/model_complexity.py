@@ -4,8 +4,8 @@
     python benchmarks/model_complexity.py [--configs configs/cardiac/lgrnet*.py ...] [--markdown]
 
 For each config: parameters, GFLOPs of ``predict`` on one evaluation clip at the config's own eval size and clip
-length (what ``model_info.json`` of a run reports; an in-context model's with its support slices), and GFLOPs per frame at the paper's setting (clips of T = 6
-frames at 352², divided by 6). The paper (LGRNet, MICCAI 2024, Tab. 1) reports 13.2 GFLOPs / 26.6 M parameters
+length (what ``model_info.json`` of a run reports; an in-context model's with its support slices), and GFLOPs per
+frame at the paper's setting (clips of T = 6 frames at 352², divided by 6). The paper (LGRNet, MICCAI 2024, Tab. 1) reports 13.2 GFLOPs / 26.6 M parameters
 for its Res2Net-50 model; it does not say whether its GFLOPs are per frame or per clip, so both columns are here.
 The models are built with random weights on CPU; nothing is trained.
 """

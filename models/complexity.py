@@ -41,11 +41,16 @@ def _shape(v) -> list[int]:
     return list(v.type().sizes())
 
 
-def _sdpa_flop(inputs, outputs) -> int:
-    """scaled_dot_product_attention: q (..., L, E), k (..., S, E), v (..., S, Ev): QK^T and AV, L·S·(E + Ev) MACs
-    per batch·head (fvcore has no handle for it, and nn.MultiheadAttention's eval fast path lands here)."""
-    q, k, v = (_shape(x) for x in inputs[:3])
+def _attention_macs(q: list[int], k: list[int], v: list[int]) -> int:
+    """Attention of shapes q (..., L, E), k (..., S, E), v (..., S, Ev): QK^T and AV, L·S·(E + Ev) MACs per
+    batch·head."""
     return math.prod(q[:-2]) * q[-2] * k[-2] * (q[-1] + v[-1])
+
+
+def _sdpa_flop(inputs, outputs) -> int:
+    """scaled_dot_product_attention for fvcore, which has no handle for it (nn.MultiheadAttention's eval fast path
+    lands here too)."""
+    return _attention_macs(*(_shape(x) for x in inputs[:3]))
 
 
 def _native_mha_flop(inputs, outputs) -> int:
@@ -79,7 +84,7 @@ def _cpu_flash_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:
     """torch's counter has formulas for the CUDA attention kernels but none for the CPU one that
     scaled_dot_product_attention dispatches to here, which it would count as 0: QK^T and AV, 2 FLOPs per MAC (the
     counter's unit; halved below), from the shapes it passes."""
-    return 2 * math.prod(query[:-2]) * query[-2] * key[-2] * (query[-1] + value[-1])
+    return 2 * _attention_macs(query, key, value)
 
 
 _DISPATCH_HANDLES = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_flop}

@@ -79,7 +79,7 @@ class Refiner(nn.Module):
 
 @MODELS.register()
 class ARSeg(MetaArch):
-    # fvcore's JIT trace of predict loses the decoder stack (measured: 0.79 of the parallel control's 6.24 GMACs
+    # fvcore's JIT trace of predict loses the decoder stack (measured: 0.79 of the parallel control's 8.42 GMACs
     # per clip at 128²), so the dispatcher-level counter, which follows every call, counts this model
     fvcore_traceable = False
 
