@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
           "| model | ms/frame (one at a time) | ms/frame (batch of 44) | tokens per mask |", "|---|---|---|---|",
           *(f"| {k} | {v['ms_per_frame_single']:.0f} | {v['ms_per_frame_batch44']:.1f} | {v['tokens_per_mask']:.1f} |"
             for k, v in speed.items()), "",
-          "Exposure bias on the 42 scored test frames (16×16 grid against the ground truth's grid):", "",
+          f"Exposure bias on the {n_scored} scored test frames (16×16 grid against the ground truth's grid):", "",
           "| model | cell acc. (teacher-forced) | cell acc. (greedy) | grid mDice (teacher-forced) | grid mDice "
           "(greedy) | cells changed |", "|---|---|---|---|---|---|",
           *(f"| {k} | {v['cell_acc_teacher_forced']:.3f} | {v['cell_acc_greedy']:.3f} | "
